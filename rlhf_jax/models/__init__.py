@@ -1,0 +1,9 @@
+"""Pure linen modules: the decoder trunk, the LM head (policy) and the scalar head (reward, value)."""
+
+from rlhf_jax.models.config import Llama3RopeScaling, ModelConfig
+from rlhf_jax.models.kv_cache import KVCache
+from rlhf_jax.models.transformer import (CausalLM, Decoder, ScalarHeadModel, last_token_index,
+                                         positions_from_segments)
+
+__all__ = ["CausalLM", "Decoder", "KVCache", "Llama3RopeScaling", "ModelConfig", "ScalarHeadModel",
+           "last_token_index", "positions_from_segments"]

@@ -1,0 +1,214 @@
+"""Shared building blocks of the decoder: projections, norms, rotary positions, attention, MLP.
+
+Numerics: parameters are stored in ``config.param_dtype``; matmul inputs are cast
+to ``config.dtype`` and accumulate in float32 (``preferred_element_type``), norms
+and softmax run in float32, and the residual stream is float32. Shapes are named
+with single letters: B batch, T query length, S key length, D model width,
+N query heads, K key/value heads, G = N/K query heads per kv head, H head dim,
+F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.parallel import axes as ax
+
+F32 = jnp.float32
+kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
+    """Sharding constraint by logical names (a no-op outside a mesh and rules context)."""
+    return nn.with_logical_constraint(x, tuple(names))
+
+
+class Dense(nn.Module):
+    """``y = einsum(spec, x, W) + b`` with ``x`` and ``W`` cast to the compute dtype.
+
+    ``shape`` is the kernel shape; its first ``n_contract`` dimensions are
+    contracted with the last dimensions of ``x`` and the bias (if any) has the
+    remaining ones.
+    """
+
+    config: ModelConfig
+    shape: tuple[int, ...]
+    spec: str  # e.g. 'BTD,DNH->BTNH'
+    names: tuple[str, ...]  # logical axis names of the kernel dimensions
+    n_contract: int = 1
+    use_bias: bool = False
+    out_dtype: Optional[jnp.dtype] = None  # default: float32 (callers cast)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        kernel = self.param("kernel", nn.with_logical_partitioning(kernel_init, self.names),
+                            self.shape, cfg.weights_dtype)
+        y = jnp.einsum(self.spec, x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
+                       preferred_element_type=F32)
+        if self.use_bias:
+            out_names = self.names[self.n_contract:]
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, out_names),
+                              self.shape[self.n_contract:], cfg.weights_dtype)
+            y = y + bias.astype(F32)
+        return y.astype(self.out_dtype or F32)
+
+
+class Norm(nn.Module):
+    """RMSNorm ``x·rsqrt(mean(x²)+ε)·g`` or LayerNorm ``(x−μ)·rsqrt(σ²+ε)·g + b``, in float32."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        x = x.astype(F32)
+        if cfg.norm == "layernorm":
+            x = x - jnp.mean(x, axis=-1, keepdims=True)
+        y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (ax.EMBED,)),
+                           (cfg.d_model,), cfg.weights_dtype)
+        y = y * scale.astype(F32)
+        if cfg.norm_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (ax.EMBED,)),
+                              (cfg.d_model,), cfg.weights_dtype)
+            y = y + bias.astype(F32)
+        return y
+
+
+class Embed(nn.Module):
+    """Token embedding table ``E`` (V, D); ``attend`` is the tied LM head ``h·Eᵀ``."""
+
+    config: ModelConfig
+
+    def setup(self):
+        cfg = self.config
+        self.embedding = self.param(
+            "embedding", nn.with_logical_partitioning(kernel_init, (ax.VOCAB, ax.EMBED)),
+            (cfg.vocab_size, cfg.d_model), cfg.weights_dtype)
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding, ids, axis=0).astype(F32)
+
+    def attend(self, h: jax.Array) -> jax.Array:
+        cfg = self.config
+        return jnp.einsum("BTD,VD->BTV", h.astype(cfg.compute_dtype),
+                          self.embedding.astype(cfg.compute_dtype), preferred_element_type=F32)
+
+
+def rope_inverse_frequencies(config: ModelConfig) -> jax.Array:
+    """``ω_i = base^(−2i/r)`` for i < r/2, r the rotary dim; Llama-3 scaling if configured."""
+    r = config.rotary_dim
+    inv_freq = 1.0 / (config.rope_base ** (jnp.arange(0, r, 2, dtype=F32) / r))
+    s = config.rope_scaling
+    if s is None:
+        return inv_freq
+    wavelen = 2 * jnp.pi / inv_freq
+    smooth = (s.original_max_len / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor)
+    interpolated = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq
+    scaled = jnp.where(wavelen > s.original_max_len / s.low_freq_factor, inv_freq / s.factor,
+                       interpolated)
+    return jnp.where(wavelen < s.original_max_len / s.high_freq_factor, inv_freq, scaled)
+
+
+def rope_tables(config: ModelConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of ``positions·ω``, each (B, T, r), halves repeated (rotate-half layout)."""
+    angles = positions.astype(F32)[..., None] * rope_inverse_frequencies(config)  # (B, T, r/2)
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates the first r dims of each head: ``x·cos + rotate_half(x)·sin``; x is (B, T, N, H)."""
+    r = cos.shape[-1]
+    x = x.astype(F32)
+    rot, rest = x[..., :r], x[..., r:]
+    half = r // 2
+    rotated = jnp.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
+    rot = rot * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    return jnp.concatenate([rot, rest], axis=-1)
+
+
+class Attention(nn.Module):
+    """Causal grouped-query attention ``softmax(QKᵀ/√H + mask)·V`` with an optional KV cache.
+
+    ``mask`` (B, T, S) is True where query t may attend key s. With a cache
+    ``(k, v)`` of shape (B, S, K, H) the new keys and values are written at
+    slot ``cache_index`` and attention runs over all S slots.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, rope, mask, layer_cache=None, cache_index=None):
+        cfg = self.config
+        n, k_heads, h, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+
+        def project(name, heads, names):
+            return Dense(cfg, (d, heads, h), "BTD,DNH->BTNH", (ax.EMBED, names, ax.HEAD_DIM),
+                         use_bias=cfg.qkv_bias, name=name)(x)
+
+        q = project("q", n, ax.HEADS)
+        k = project("k", k_heads, ax.KV_HEADS)
+        v = project("v", k_heads, ax.KV_HEADS)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q = constrain(q.astype(cfg.compute_dtype), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
+                                                     ax.ACT_HEAD_DIM))
+        k = constrain(k.astype(cfg.compute_dtype), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_KV_HEADS,
+                                                     ax.ACT_HEAD_DIM))
+        v = constrain(v.astype(cfg.compute_dtype), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_KV_HEADS,
+                                                     ax.ACT_HEAD_DIM))
+        new_cache = None
+        if layer_cache is not None:
+            cache_k, cache_v = layer_cache
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
+            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
+            new_cache = (k, v)
+        b, t = q.shape[:2]
+        q = q.reshape(b, t, k_heads, n // k_heads, h)  # (B, T, K, G, H)
+        scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k.astype(cfg.compute_dtype),
+                            preferred_element_type=F32) * (h ** -0.5)
+        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(F32).min)
+        probs = jax.nn.softmax(scores, axis=-1)
+        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(cfg.compute_dtype),
+                         v.astype(cfg.compute_dtype), preferred_element_type=F32)
+        out = constrain(out.reshape(b, t, n, h), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
+                                                  ax.ACT_HEAD_DIM))
+        out = Dense(cfg, (n, h, d), "BTNH,NHD->BTD", (ax.HEADS, ax.HEAD_DIM, ax.EMBED),
+                    n_contract=2, use_bias=cfg.attn_out_bias, name="o")(out)
+        return out, new_cache
+
+
+class Mlp(nn.Module):
+    """``W_down·(act(x W_gate) ⊙ x W_up)`` when gated (SwiGLU), else ``W_down·act(x W_up)``."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        d, f = cfg.d_model, cfg.mlp_dim
+
+        def dense(name, shape, spec, names):
+            return Dense(cfg, shape, spec, names, use_bias=cfg.mlp_bias, name=name)
+
+        up = dense("up", (d, f), "BTD,DF->BTF", (ax.EMBED, ax.MLP))(x)
+        if cfg.activation == "silu":
+            act = jax.nn.silu
+        else:
+            act = lambda y: jax.nn.gelu(y, approximate=cfg.activation == "gelu_tanh")  # noqa: E731
+        if cfg.gated_mlp:
+            hidden = act(dense("gate", (d, f), "BTD,DF->BTF", (ax.EMBED, ax.MLP))(x)) * up
+        else:
+            hidden = act(up)
+        hidden = constrain(hidden.astype(cfg.compute_dtype),
+                           (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_MLP))
+        return dense("down", (f, d), "BTF,FD->BTD", (ax.MLP, ax.EMBED))(hidden)

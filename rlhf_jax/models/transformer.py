@@ -1,0 +1,193 @@
+"""The decoder trunk and its two heads: an LM head (policy) and a scalar head (reward, value).
+
+Parameter trees share the trunk, so a reward model or value function can be
+initialised from a policy by copying ``params['trunk']``::
+
+    CausalLM:        {'trunk': {...}, 'lm_head': {'kernel'}}   # lm_head absent if tied
+    ScalarHeadModel: {'trunk': {...}, 'head': {'kernel', 'bias'}}
+    trunk:           {'embed': {'embedding'}, 'positions'?: {'embedding'},
+                      'layers': {stacked over n_layers}, 'final_norm': {...}}
+
+Inputs: ``attention_mask`` (B, T) is 1 on real tokens (left or right padding);
+``segment_ids`` (B, T) numbers packed examples from 1 (0 is padding), and no
+token attends across examples; ``positions`` default to the index within the
+example. Residual dropout (``config.dropout_rate``) is active only when the
+caller passes a ``'dropout'`` rng to ``apply``. With a ``KVCache`` the call is a prefill or decode step: new tokens go
+to the cache slots from ``cache.index`` and attend to every earlier real slot.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.kv_cache import KVCache
+from rlhf_jax.models.layers import Attention, Dense, Embed, Mlp, Norm, constrain, rope_tables
+from rlhf_jax.parallel import axes as ax
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+RESIDUAL_NAMES = (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_EMBED)
+
+
+def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
+    """Index of each token within its run of equal segment ids: ``t − start(t)``, (B, T)."""
+    t = jnp.arange(segment_ids.shape[1])
+    is_start = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    start = jax.lax.cummax(jnp.where(is_start, t, 0), axis=1)
+    return t - start
+
+
+def last_token_index(attention_mask: jax.Array) -> jax.Array:
+    """Index of the last real token of each row, (B,); works for left and right padding."""
+    t = attention_mask.shape[1]
+    return t - 1 - jnp.argmax(attention_mask[:, ::-1].astype(bool), axis=1)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: ``x + attn(n1(x))`` then ``+ mlp(n2(·))``, or both on x when parallel."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, shared, layer_cache):
+        cfg = self.config
+        rope, mask, cache_index = shared
+        dropout = nn.Dropout(cfg.dropout_rate, deterministic=not self.has_rng("dropout"))
+        attn, new_cache = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x), rope, mask,
+                                                      layer_cache, cache_index)
+        if cfg.parallel_residual:
+            mlp = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x))
+            x = x + dropout(attn) + dropout(mlp)
+        else:
+            x = x + dropout(attn)
+            x = x + dropout(Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x)))
+        return constrain(x, RESIDUAL_NAMES), new_cache
+
+
+class Decoder(nn.Module):
+    """Embeddings, ``n_layers`` blocks stacked with ``nn.scan``, and the final norm."""
+
+    config: ModelConfig
+
+    def setup(self):
+        cfg = self.config
+        self.embed = Embed(cfg)
+        if cfg.position == "learned":
+            self.positions = nn.Embed(
+                cfg.max_seq_len, cfg.d_model, param_dtype=cfg.weights_dtype,
+                embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.01),
+                                                            (ax.POSITIONS, ax.EMBED)))
+        block = DecoderBlock
+        if cfg.remat_policy != "none":
+            block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+        self.layers = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast, 0),
+            length=cfg.n_layers,
+            unroll=cfg.scan_unroll,
+            metadata_params={nn.PARTITION_NAME: ax.LAYERS},
+        )(cfg)
+        self.final_norm = Norm(cfg)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
+                 cache: Optional[KVCache] = None):
+        """Returns the final hidden states (B, T, D) in float32 and the updated cache (or None)."""
+        cfg = self.config
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, bool)
+        attention_mask = attention_mask.astype(bool)
+        if cache is None:
+            if segment_ids is None:
+                segment_ids = attention_mask.astype(jnp.int32)
+            valid = attention_mask & (segment_ids != 0)
+            if positions is None:
+                positions = positions_from_segments(segment_ids)
+            t = input_ids.shape[1]
+            causal = jnp.tril(jnp.ones((t, t), bool))
+            mask = (segment_ids[:, :, None] == segment_ids[:, None, :]) & valid[:, None, :] & causal
+            cache_index, kv = None, None
+        else:
+            if segment_ids is not None:
+                raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
+            if positions is None:
+                positions = (jnp.sum(cache.mask, axis=1, keepdims=True)
+                             + jnp.cumsum(attention_mask, axis=1) - 1)
+            slots = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, cache.index))
+            q_slot = cache.index + jnp.arange(input_ids.shape[1])
+            k_slot = jnp.arange(cache.length)
+            mask = slots[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])
+            cache_index, kv = cache.index, (cache.k, cache.v)
+        positions = jnp.maximum(positions, 0)
+
+        x = self.embed(input_ids)
+        rope = None
+        if cfg.position == "learned":
+            x = x + self.positions(positions).astype(jnp.float32)
+        else:
+            rope = rope_tables(cfg, positions)
+        x = constrain(x, RESIDUAL_NAMES)
+        x, new_kv = self.layers(x, (rope, mask, cache_index), kv)
+        x = self.final_norm(x)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(k=new_kv[0], v=new_kv[1], mask=slots,
+                                index=cache.index + input_ids.shape[1])
+        return x, new_cache
+
+    def attend(self, h):
+        return self.embed.attend(h)
+
+
+class CausalLM(nn.Module):
+    """The policy: float32 logits (B, T, V) of the next token; with a cache, ``(logits, cache)``."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
+                 cache: Optional[KVCache] = None):
+        cfg = self.config
+        trunk = Decoder(cfg, name="trunk")
+        h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, cache)
+        if cfg.tie_embeddings:
+            logits = trunk.attend(h)
+        else:
+            logits = Dense(cfg, (cfg.d_model, cfg.vocab_size), "BTD,DV->BTV", (ax.EMBED, ax.VOCAB),
+                           name="lm_head")(h)
+        logits = constrain(logits, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_VOCAB))
+        return logits if cache is None else (logits, new_cache)
+
+
+class ScalarHeadModel(nn.Module):
+    """Reward model or value function: ``r = w·h + b`` on the trunk's hidden states.
+
+    Returns one score per row, read at the last real token (reward), or with
+    ``per_token=True`` the score at every position (B, T) (value).
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
+                 per_token: bool = False):
+        cfg = self.config
+        h, _ = Decoder(cfg, name="trunk")(input_ids, attention_mask, positions, segment_ids)
+        scores = Dense(cfg, (cfg.d_model,), "BTD,D->BT", (ax.EMBED,), use_bias=True,
+                       name="head")(h)
+        if per_token:
+            return scores
+        if attention_mask is None:
+            return scores[:, -1]
+        last = last_token_index(attention_mask)
+        return jnp.take_along_axis(scores, last[:, None], axis=1)[:, 0]
