@@ -1,0 +1,165 @@
+"""Masks, packing, the KV-cache path, the scalar head and the config, on small random models."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.models import PRESETS, get_config
+from rlhf_jax.models import CausalLM, KVCache, ModelConfig, ScalarHeadModel, positions_from_segments
+
+TOL = 1e-5
+
+
+def tiny(**changes) -> ModelConfig:
+    return ModelConfig.from_dict(get_config("tiny")).replace(**changes)
+
+
+FAMILY_VARIANTS = {
+    "llama": {},
+    "neox": dict(family="gpt_neox", norm="layernorm", norm_bias=True, activation="gelu",
+                 gated_mlp=False, rope_fraction=0.25, parallel_residual=True, qkv_bias=True,
+                 attn_out_bias=True, mlp_bias=True, n_kv_heads=4),
+    "gpt2": dict(family="gpt2", norm="layernorm", norm_bias=True, activation="gelu_tanh",
+                 gated_mlp=False, position="learned", tie_embeddings=True, qkv_bias=True,
+                 attn_out_bias=True, mlp_bias=True, n_kv_heads=4),
+}
+
+
+def init(config, model_cls=CausalLM, seed=0):
+    ids = jnp.zeros((1, 4), jnp.int32)
+    return nn.meta.unbox(model_cls(config).init(jax.random.key(seed), ids)["params"])
+
+
+def random_ids(config, shape, seed=1):
+    return jax.random.randint(jax.random.key(seed), shape, 1, config.vocab_size)
+
+
+@pytest.mark.parametrize("variant", sorted(FAMILY_VARIANTS))
+def test_left_padding_equals_no_padding_on_real_tokens(variant):
+    config = tiny(**FAMILY_VARIANTS[variant])
+    params, model = init(config), CausalLM(config)
+    ids = random_ids(config, (1, 7))
+    alone = model.apply({"params": params}, ids)
+    padded_ids = jnp.concatenate([jnp.full((1, 5), 3), ids], axis=1)
+    mask = jnp.concatenate([jnp.zeros((1, 5)), jnp.ones((1, 7))], axis=1)
+    padded = model.apply({"params": params}, padded_ids, attention_mask=mask)
+    np.testing.assert_allclose(padded[:, 5:], alone, atol=TOL)
+
+
+@pytest.mark.parametrize("variant", sorted(FAMILY_VARIANTS))
+def test_packed_sequences_equal_unpacked(variant):
+    config = tiny(**FAMILY_VARIANTS[variant])
+    params, model = init(config), CausalLM(config)
+    a, b, c = (random_ids(config, (1, n), seed=n) for n in (5, 4, 3))
+    packed = jnp.concatenate([a, b, c, jnp.zeros((1, 2), jnp.int32)], axis=1)
+    segments = jnp.asarray([[1] * 5 + [2] * 4 + [3] * 3 + [0] * 2])
+    assert positions_from_segments(segments)[0, :12].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2]
+    out = model.apply({"params": params}, packed, segment_ids=segments)
+    for seq, start in ((a, 0), (b, 5), (c, 9)):
+        alone = model.apply({"params": params}, seq)
+        np.testing.assert_allclose(out[:, start:start + seq.shape[1]], alone, atol=TOL)
+
+
+@pytest.mark.parametrize("variant", sorted(FAMILY_VARIANTS))
+def test_kv_cache_prefill_and_decode_equal_full_forward(variant):
+    config = tiny(**FAMILY_VARIANTS[variant])
+    params, model = init(config), CausalLM(config)
+    ids = random_ids(config, (3, 10))
+    mask = jnp.asarray(np.array([[1] * 10, [0] * 3 + [1] * 7, [0] * 6 + [1] * 4]))
+    full = model.apply({"params": params}, ids, attention_mask=mask)
+    prompt = 6
+    logits, cache = model.apply({"params": params}, ids[:, :prompt], attention_mask=mask[:, :prompt],
+                                cache=KVCache.init(config, 3, 16))
+    steps = [logits]
+    for t in range(prompt, 10):
+        logits, cache = model.apply({"params": params}, ids[:, t:t + 1],
+                                    attention_mask=mask[:, t:t + 1], cache=cache)
+        steps.append(logits)
+    assert int(cache.index) == 10 and cache.mask[:, 10:].sum() == 0
+    decoded = jnp.concatenate(steps, axis=1)
+    real = np.asarray(mask, bool)
+    np.testing.assert_allclose(np.asarray(decoded)[real], np.asarray(full)[real], atol=TOL)
+
+
+def test_scalar_head_reads_last_real_token_and_shares_the_trunk():
+    config = tiny()
+    reward = ScalarHeadModel(config)
+    params = init(config, ScalarHeadModel)
+    assert params["head"]["kernel"].shape == (config.d_model,) and params["head"]["bias"].shape == ()
+    assert jax.tree.structure(params["trunk"]) == jax.tree.structure(init(config)["trunk"])
+    ids = random_ids(config, (2, 6))
+    right = jnp.asarray([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    per_token = reward.apply({"params": params}, ids, attention_mask=right, per_token=True)
+    last = reward.apply({"params": params}, ids, attention_mask=right)
+    assert per_token.shape == (2, 6) and last.shape == (2,)
+    np.testing.assert_allclose(last, [per_token[0, 3], per_token[1, 5]], atol=TOL)
+    # The score is w·h + b on the final hidden state.
+    params["head"]["bias"] = jnp.asarray(2.5)
+    np.testing.assert_allclose(reward.apply({"params": params}, ids, attention_mask=right),
+                               last + 2.5, atol=TOL)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
+def test_remat_changes_neither_loss_nor_gradients(policy):
+    config = tiny()
+    params, ids = init(config), random_ids(config, (2, 8))
+
+    def loss(p, cfg):
+        logits = CausalLM(cfg).apply({"params": p}, ids)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+    plain = jax.value_and_grad(loss)(params, config)
+    remat = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params,
+                                                                 config.replace(remat_policy=policy))
+    np.testing.assert_allclose(plain[0], remat[0], atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), plain[1], remat[1])
+
+
+def test_dropout_only_with_a_dropout_rng():
+    config = tiny(dropout_rate=0.5)
+    params, ids = init(config), random_ids(config, (2, 8))
+    model = CausalLM(config)
+    a = model.apply({"params": params}, ids)
+    np.testing.assert_array_equal(a, model.apply({"params": params}, ids))
+    b = model.apply({"params": params}, ids, rngs={"dropout": jax.random.key(3)})
+    assert np.abs(np.asarray(a - b)).max() > 1e-3
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    config = tiny(dtype="bfloat16")
+    params = init(config)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+    ids = random_ids(config, (2, 8))
+    logits16 = CausalLM(config).apply({"params": params}, ids)
+    logits32 = CausalLM(config.replace(dtype="float32")).apply({"params": params}, ids)
+    assert logits16.dtype == jnp.float32
+    assert 0 < np.abs(np.asarray(logits16 - logits32)).max() < 0.05
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_param_count_matches_initialised_tree(name):
+    config = ModelConfig.from_dict(get_config(name))
+    shapes = jax.eval_shape(lambda: CausalLM(config).init(jax.random.key(0),
+                                                          jnp.zeros((1, 1), jnp.int32)))
+    leaves = jax.tree.leaves(nn.meta.unbox(shapes["params"]))
+    assert sum(int(np.prod(x.shape)) for x in leaves) == config.num_params()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("n_kv_heads", 3, "must divide n_heads"),
+    ("family", "bert", "must be one of"),
+    ("rope_fraction", 0.3, "even integer"),
+    ("d_model", 0, "positive integer"),
+    ("dtype", "float64", "must be one of"),
+    ("remat_policy", "some", "must be one of"),
+])
+def test_config_validation_names_the_field(field, value, message):
+    with pytest.raises(ValueError, match=rf"ModelConfig\.{field}=.*{message}"):
+        tiny(**{field: value})
+
+
+def test_config_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown fields.*hidden"):
+        ModelConfig.from_dict(dict(get_config("tiny"), hidden=3))
