@@ -1,5 +1,7 @@
 """Masks, packing, the KV-cache path, the scalar head and the config, on small random models."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,9 +29,19 @@ FAMILY_VARIANTS = {
 }
 
 
-def init(config, model_cls=CausalLM, seed=0):
+@functools.lru_cache(maxsize=None)
+def _init(config, model_cls):
     ids = jnp.zeros((1, 4), jnp.int32)
-    return nn.meta.unbox(model_cls(config).init(jax.random.key(seed), ids)["params"])
+    return nn.meta.unbox(jax.jit(model_cls(config).init)(jax.random.key(0), ids)["params"])
+
+
+def init(config, model_cls=CausalLM):
+    """Parameters of a random model (cached: tests may modify the returned copy)."""
+    return jax.tree.map(lambda x: x, _init(config, model_cls))
+
+
+def jitted(model):
+    return jax.jit(model.apply, static_argnames=("per_token",))
 
 
 def random_ids(config, shape, seed=1):
@@ -40,11 +52,12 @@ def random_ids(config, shape, seed=1):
 def test_left_padding_equals_no_padding_on_real_tokens(variant):
     config = tiny(**FAMILY_VARIANTS[variant])
     params, model = init(config), CausalLM(config)
+    apply = jitted(model)
     ids = random_ids(config, (1, 7))
-    alone = model.apply({"params": params}, ids)
+    alone = apply({"params": params}, ids)
     padded_ids = jnp.concatenate([jnp.full((1, 5), 3), ids], axis=1)
     mask = jnp.concatenate([jnp.zeros((1, 5)), jnp.ones((1, 7))], axis=1)
-    padded = model.apply({"params": params}, padded_ids, attention_mask=mask)
+    padded = apply({"params": params}, padded_ids, attention_mask=mask)
     np.testing.assert_allclose(padded[:, 5:], alone, atol=TOL)
 
 
@@ -52,13 +65,14 @@ def test_left_padding_equals_no_padding_on_real_tokens(variant):
 def test_packed_sequences_equal_unpacked(variant):
     config = tiny(**FAMILY_VARIANTS[variant])
     params, model = init(config), CausalLM(config)
+    apply = jitted(model)
     a, b, c = (random_ids(config, (1, n), seed=n) for n in (5, 4, 3))
     packed = jnp.concatenate([a, b, c, jnp.zeros((1, 2), jnp.int32)], axis=1)
     segments = jnp.asarray([[1] * 5 + [2] * 4 + [3] * 3 + [0] * 2])
     assert positions_from_segments(segments)[0, :12].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2]
-    out = model.apply({"params": params}, packed, segment_ids=segments)
+    out = apply({"params": params}, packed, segment_ids=segments)
     for seq, start in ((a, 0), (b, 5), (c, 9)):
-        alone = model.apply({"params": params}, seq)
+        alone = apply({"params": params}, seq)
         np.testing.assert_allclose(out[:, start:start + seq.shape[1]], alone, atol=TOL)
 
 
@@ -66,15 +80,16 @@ def test_packed_sequences_equal_unpacked(variant):
 def test_kv_cache_prefill_and_decode_equal_full_forward(variant):
     config = tiny(**FAMILY_VARIANTS[variant])
     params, model = init(config), CausalLM(config)
+    apply = jitted(model)
     ids = random_ids(config, (3, 10))
     mask = jnp.asarray(np.array([[1] * 10, [0] * 3 + [1] * 7, [0] * 6 + [1] * 4]))
-    full = model.apply({"params": params}, ids, attention_mask=mask)
+    full = apply({"params": params}, ids, attention_mask=mask)
     prompt = 6
-    logits, cache = model.apply({"params": params}, ids[:, :prompt], attention_mask=mask[:, :prompt],
+    logits, cache = apply({"params": params}, ids[:, :prompt], attention_mask=mask[:, :prompt],
                                 cache=KVCache.init(config, 3, 16))
     steps = [logits]
     for t in range(prompt, 10):
-        logits, cache = model.apply({"params": params}, ids[:, t:t + 1],
+        logits, cache = apply({"params": params}, ids[:, t:t + 1],
                                     attention_mask=mask[:, t:t + 1], cache=cache)
         steps.append(logits)
     assert int(cache.index) == 10 and cache.mask[:, 10:].sum() == 0
@@ -85,19 +100,19 @@ def test_kv_cache_prefill_and_decode_equal_full_forward(variant):
 
 def test_scalar_head_reads_last_real_token_and_shares_the_trunk():
     config = tiny()
-    reward = ScalarHeadModel(config)
+    apply = jitted(ScalarHeadModel(config))
     params = init(config, ScalarHeadModel)
     assert params["head"]["kernel"].shape == (config.d_model,) and params["head"]["bias"].shape == ()
     assert jax.tree.structure(params["trunk"]) == jax.tree.structure(init(config)["trunk"])
     ids = random_ids(config, (2, 6))
     right = jnp.asarray([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
-    per_token = reward.apply({"params": params}, ids, attention_mask=right, per_token=True)
-    last = reward.apply({"params": params}, ids, attention_mask=right)
+    per_token = apply({"params": params}, ids, attention_mask=right, per_token=True)
+    last = apply({"params": params}, ids, attention_mask=right)
     assert per_token.shape == (2, 6) and last.shape == (2,)
     np.testing.assert_allclose(last, [per_token[0, 3], per_token[1, 5]], atol=TOL)
     # The score is w·h + b on the final hidden state.
     params["head"]["bias"] = jnp.asarray(2.5)
-    np.testing.assert_allclose(reward.apply({"params": params}, ids, attention_mask=right),
+    np.testing.assert_allclose(apply({"params": params}, ids, attention_mask=right),
                                last + 2.5, atol=TOL)
 
 
@@ -120,10 +135,10 @@ def test_remat_changes_neither_loss_nor_gradients(policy):
 def test_dropout_only_with_a_dropout_rng():
     config = tiny(dropout_rate=0.5)
     params, ids = init(config), random_ids(config, (2, 8))
-    model = CausalLM(config)
-    a = model.apply({"params": params}, ids)
-    np.testing.assert_array_equal(a, model.apply({"params": params}, ids))
-    b = model.apply({"params": params}, ids, rngs={"dropout": jax.random.key(3)})
+    apply = CausalLM(config).apply
+    a = apply({"params": params}, ids)
+    np.testing.assert_array_equal(a, apply({"params": params}, ids))
+    b = apply({"params": params}, ids, rngs={"dropout": jax.random.key(3)})
     assert np.abs(np.asarray(a - b)).max() > 1e-3
 
 

@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="rlhf_jax",
+    version="0.1.0",
+    description="InstructGPT (SFT, K-wise reward model, PPO-ptx) in JAX/Flax, sharded over any mesh",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["rlhf_jax", "rlhf_jax.*"]),
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "jaxlib>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "transformers>=5.23,<6",
+        "tokenizers>=0.23",
+        "safetensors>=0.8",
+        "gguf>=0.19",
+        "ml_collections>=1.1",
+        "absl-py>=2.0",
+        "tensorflow-datasets>=4.9.10",
+        "grain>=0.2.18",
+        "numpy>=2.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # Parity tests compare against transformers' PyTorch models; 2.13.0 is the CPU wheel.
+        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0"],
+    },
+)
