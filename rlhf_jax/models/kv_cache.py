@@ -8,6 +8,7 @@ position of the next token of row b is ``mask[b].sum()``.
 
 from __future__ import annotations
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -38,3 +39,10 @@ class KVCache:
     @property
     def length(self) -> int:
         return self.mask.shape[1]
+
+
+def constrain_cache(cache: KVCache) -> KVCache:
+    """Pins the cache's sharding by its logical names (a no-op outside a mesh and rules context)."""
+    return cache.replace(k=nn.with_logical_constraint(cache.k, KV_NAMES),
+                         v=nn.with_logical_constraint(cache.v, KV_NAMES),
+                         mask=nn.with_logical_constraint(cache.mask, MASK_NAMES))
