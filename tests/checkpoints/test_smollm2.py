@@ -10,7 +10,8 @@ import torch
 import transformers
 
 from rlhf_jax.checkpoints import load_pretrained, load_tokenizer, smollm2_path
-from rlhf_jax.models import CausalLM, KVCache
+from rlhf_jax.models import CausalLM
+from rlhf_jax.sampling import SamplingConfig, generate
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -20,6 +21,13 @@ def smollm2():
     path = smollm2_path()
     config, params = load_pretrained(path)
     return path, config, params, load_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def reference_model():
+    path = smollm2_path()
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
 
 
 def chat_ids(tokenizer, messages):
@@ -46,29 +54,25 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(smollm2):
     assert len(tokenizer("12345")["input_ids"]) == 5
 
 
-def test_logits_match_transformers_gguf_loader(smollm2):
-    path, config, params, tokenizer = smollm2
+def test_logits_match_transformers_gguf_loader(smollm2, reference_model):
+    _, config, params, tokenizer = smollm2
     ids = chat_ids(tokenizer, QUESTION)
-    ref_model = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
     with torch.no_grad():
-        ref = ref_model(input_ids=torch.tensor([ids])).logits.numpy()
+        ref = reference_model(input_ids=torch.tensor([ids])).logits.numpy()
     ours = np.asarray(jax.jit(CausalLM(config).apply)({"params": params}, jnp.asarray([ids])))
     assert np.abs(ours - ref).max() <= 2e-4
 
 
-def test_greedy_answer_names_paris(smollm2):
+def test_greedy_answer_matches_transformers_generate_and_names_paris(smollm2, reference_model):
     _, config, params, tokenizer = smollm2
-    ids = jnp.asarray([chat_ids(tokenizer, QUESTION)])
-    model = CausalLM(config)
-    step = jax.jit(lambda p, x, c: model.apply({"params": p}, x, cache=c))
-    logits, cache = step(params, ids, KVCache.init(config, 1, ids.shape[1] + 16))
-    answer = []
-    for _ in range(16):
-        token = jnp.argmax(logits[:, -1], axis=-1)[:, None]
-        answer.append(int(token[0, 0]))
-        if answer[-1] == tokenizer.eos_token_id:
-            break
-        logits, cache = step(params, token, cache)
+    ids = np.asarray([chat_ids(tokenizer, QUESTION)])
+    sampling = SamplingConfig.for_tokenizer(tokenizer, max_new_tokens=16, temperature=0.0)
+    samples = generate(config, params, ids, np.ones_like(ids), jax.random.key(0), sampling)
+    answer = np.asarray(samples.response[0])[np.asarray(samples.response_mask[0]) == 1]
+    with torch.no_grad():
+        ref = reference_model.generate(torch.tensor(ids), do_sample=False, max_new_tokens=16,
+                                       eos_token_id=tokenizer.eos_token_id,
+                                       pad_token_id=tokenizer.pad_token_id)
+    np.testing.assert_array_equal(answer, ref[0, ids.shape[1]:].numpy())
     text = tokenizer.decode(answer, skip_special_tokens=True)
     assert "Paris" in text, text

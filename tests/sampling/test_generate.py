@@ -182,3 +182,20 @@ def test_sampling_config_validation():
         SamplingConfig(max_new_tokens=4, min_new_tokens=5)
     with pytest.raises(ValueError, match=r"SamplingConfig\.temperature"):
         SamplingConfig(max_new_tokens=4, temperature=-1.0)
+
+
+def test_first_token_frequencies_match_the_models_filtered_distribution():
+    # The model's next-token distribution after the prompt is known from a forward pass.
+    ids, mask = prompts(batch=1, length=16)
+    draws = 4096
+    config = SamplingConfig(max_new_tokens=1, temperature=0.8, top_k=12, top_p=0.8)
+    s = generate(CONFIG, _params(CONFIG), jnp.repeat(ids, draws, 0), jnp.repeat(mask, draws, 0),
+                 jax.random.key(5), config)
+    logits = CausalLM(CONFIG).apply({"params": _params(CONFIG)}, ids, attention_mask=mask)[0, -1]
+    expected = np.asarray(jax.nn.softmax(sampling_logits(logits, config)))
+    kept = expected > 0
+    assert 2 <= kept.sum() <= 12
+    freq = np.bincount(np.asarray(s.response[:, 0]), minlength=CONFIG.vocab_size) / draws
+    assert np.all(freq[~kept] == 0)
+    sigma = np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(freq - expected) <= 5 * sigma + 1e-9)
