@@ -3,7 +3,7 @@
 from rlhf_jax.models.config import Llama3RopeScaling, ModelConfig
 from rlhf_jax.models.kv_cache import KVCache
 from rlhf_jax.models.transformer import (CausalLM, Decoder, ScalarHeadModel, last_token_index,
-                                         positions_from_segments)
+                                         positions_from_segments, unstack_layers)
 
 __all__ = ["CausalLM", "Decoder", "KVCache", "Llama3RopeScaling", "ModelConfig", "ScalarHeadModel",
-           "last_token_index", "positions_from_segments"]
+           "last_token_index", "positions_from_segments", "unstack_layers"]

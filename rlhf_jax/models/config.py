@@ -78,7 +78,7 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype of matmul inputs (accumulation is float32)
     param_dtype: str = "float32"  # master weights
     remat_policy: str = "none"
-    scan_unroll: int = 1
+    scan_layers: bool = True  # one nn.scan over stacked layers; False: a Python loop (decoding)
 
     def __post_init__(self):
         def need(ok: bool, field: str, why: str):
@@ -107,7 +107,6 @@ class ModelConfig:
         need(self.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}")
         need(self.remat_policy in REMAT_POLICIES, "remat_policy",
              f"must be one of {REMAT_POLICIES}")
-        need(self.scan_unroll >= 1, "scan_unroll", "must be >= 1")
 
     @property
     def rotary_dim(self) -> int:

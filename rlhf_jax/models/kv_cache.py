@@ -3,7 +3,8 @@
 Slots are filled left to right: a prefill writes T tokens at ``index`` and each
 decode step writes one more. ``mask`` marks the slots that hold real tokens, so
 left-padded prompts keep their padding masked for the whole generation, and the
-position of the next token of row b is ``mask[b].sum()``.
+position of the next token of row b is ``mask[b].sum()``. Keys and values are
+one buffer per layer, so a decode step updates each layer's cache in place.
 """
 
 from __future__ import annotations
@@ -16,24 +17,23 @@ import jax.numpy as jnp
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.parallel import axes as ax
 
-# Logical names of k and v: (L, B, S, K, H).
-KV_NAMES = (ax.LAYERS, ax.ACT_BATCH, ax.ACT_CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM)
+# Logical names of one layer's keys or values: (B, S, K, H).
+KV_NAMES = (ax.ACT_BATCH, ax.ACT_CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM)
 MASK_NAMES = (ax.ACT_BATCH, ax.ACT_CACHE_LENGTH)
 
 
 @flax.struct.dataclass
 class KVCache:
-    k: jax.Array  # (L, B, S, K, H) in the compute dtype
-    v: jax.Array  # (L, B, S, K, H)
+    k: tuple[jax.Array, ...]  # n_layers × (B, S, K, H) in the compute dtype
+    v: tuple[jax.Array, ...]  # n_layers × (B, S, K, H)
     mask: jax.Array  # (B, S) bool: the slot holds a real token
     index: jax.Array  # () int32: the next slot to write
 
     @classmethod
     def init(cls, config: ModelConfig, batch: int, length: int) -> "KVCache":
-        shape = (config.n_layers, batch, length, config.n_kv_heads, config.head_dim)
-        return cls(k=jnp.zeros(shape, config.compute_dtype),
-                   v=jnp.zeros(shape, config.compute_dtype),
-                   mask=jnp.zeros((batch, length), bool),
+        shape = (batch, length, config.n_kv_heads, config.head_dim)
+        zeros = tuple(jnp.zeros(shape, config.compute_dtype) for _ in range(config.n_layers))
+        return cls(k=zeros, v=zeros, mask=jnp.zeros((batch, length), bool),
                    index=jnp.zeros((), jnp.int32))
 
     @property
@@ -43,6 +43,6 @@ class KVCache:
 
 def constrain_cache(cache: KVCache) -> KVCache:
     """Pins the cache's sharding by its logical names (a no-op outside a mesh and rules context)."""
-    return cache.replace(k=nn.with_logical_constraint(cache.k, KV_NAMES),
-                         v=nn.with_logical_constraint(cache.v, KV_NAMES),
+    pin = lambda x: nn.with_logical_constraint(x, KV_NAMES)  # noqa: E731
+    return cache.replace(k=tuple(map(pin, cache.k)), v=tuple(map(pin, cache.v)),
                          mask=nn.with_logical_constraint(cache.mask, MASK_NAMES))

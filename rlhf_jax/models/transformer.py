@@ -46,6 +46,15 @@ def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
     return t - start
 
 
+def unstack_layers(params: dict) -> dict:
+    """Trunk params of ``scan_layers=True`` (stacked ``layers``) → ``layers_0``, ``layers_1``, …"""
+    trunk = dict(params["trunk"])
+    stacked = trunk.pop("layers")
+    n = jax.tree.leaves(stacked)[0].shape[0]
+    trunk.update({f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(n)})
+    return dict(params, trunk=trunk)
+
+
 def last_token_index(attention_mask: jax.Array) -> jax.Array:
     """Index of the last real token of each row, (B,); works for left and right padding."""
     t = attention_mask.shape[1]
@@ -89,15 +98,17 @@ class Decoder(nn.Module):
         block = DecoderBlock
         if cfg.remat_policy != "none":
             block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-        self.layers = nn.scan(
-            block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast, 0),
-            length=cfg.n_layers,
-            unroll=cfg.scan_unroll,
-            metadata_params={nn.PARTITION_NAME: ax.LAYERS},
-        )(cfg)
+        if cfg.scan_layers:
+            self.layers = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, 0),
+                length=cfg.n_layers,
+                metadata_params={nn.PARTITION_NAME: ax.LAYERS},
+            )(cfg)
+        else:
+            self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
         self.final_norm = Norm(cfg)
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
@@ -137,7 +148,18 @@ class Decoder(nn.Module):
         else:
             rope = rope_tables(cfg, positions)
         x = constrain(x, RESIDUAL_NAMES)
-        x, new_kv = self.layers(x, (rope, mask, cache_index), kv)
+        shared = (rope, mask, cache_index)
+        if cfg.scan_layers:
+            stacked = None if kv is None else (jnp.stack(kv[0]), jnp.stack(kv[1]))
+            x, new_kv = self.layers(x, shared, stacked)
+            if new_kv is not None:
+                new_kv = tuple(tuple(jnp.unstack(a)) for a in new_kv)
+        else:
+            layer_kvs = []
+            for i, layer in enumerate(self.layers):
+                x, layer_kv = layer(x, shared, None if kv is None else (kv[0][i], kv[1][i]))
+                layer_kvs.append(layer_kv)
+            new_kv = None if kv is None else tuple(zip(*layer_kvs))
         x = self.final_norm(x)
         new_cache = None
         if cache is not None:

@@ -15,7 +15,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rlhf_jax.models import CausalLM, KVCache, ModelConfig, last_token_index
+from rlhf_jax.models import CausalLM, KVCache, ModelConfig, last_token_index, unstack_layers
 from rlhf_jax.models.kv_cache import constrain_cache
 from rlhf_jax.sampling.config import SamplingConfig
 from rlhf_jax.sampling.filters import draw
@@ -56,6 +56,10 @@ def _generate(params, prompt_ids, prompt_mask, rng, *, model_config: ModelConfig
               config: SamplingConfig) -> Samples:
     batch, prompt_len = prompt_ids.shape
     n = config.max_new_tokens
+    if model_config.scan_layers:
+        # Per-layer weights as separate buffers, sliced once here: a scan over stacked layers
+        # would slice (copy) every layer's weights again at every decode step.
+        params, model_config = unstack_layers(params), model_config.replace(scan_layers=False)
     model = CausalLM(model_config)
     stops = jnp.asarray(config.stop_tokens, jnp.int32)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs.models import PRESETS, get_config
-from rlhf_jax.models import CausalLM, KVCache, ModelConfig, ScalarHeadModel, positions_from_segments
+from rlhf_jax.models import (CausalLM, KVCache, ModelConfig, ScalarHeadModel, positions_from_segments,
+                             unstack_layers)
 
 TOL = 1e-5
 
@@ -178,3 +179,13 @@ def test_config_validation_names_the_field(field, value, message):
 def test_config_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown fields.*hidden"):
         ModelConfig.from_dict(dict(get_config("tiny"), hidden=3))
+
+
+def test_python_loop_over_layers_equals_the_scan():
+    config = tiny()
+    params, ids = init(config), random_ids(config, (2, 8))
+    scanned = jitted(CausalLM(config))({"params": params}, ids)
+    looped_config = config.replace(scan_layers=False)
+    looped = jitted(CausalLM(looped_config))({"params": unstack_layers(params)}, ids)
+    np.testing.assert_allclose(np.asarray(looped), np.asarray(scanned), atol=TOL)
+    assert set(unstack_layers(params)["trunk"]) >= {"layers_0", "layers_1"}
