@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,34 +31,35 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
 
 
 class Dense(nn.Module):
-    """``y = einsum(spec, x, W) + b`` with ``x`` and ``W`` cast to the compute dtype.
+    """``y = x·W + b``, contracting the last ``n_contract`` dims of x with the first of W.
 
-    ``shape`` is the kernel shape; its first ``n_contract`` dimensions are
-    contracted with the last dimensions of ``x`` and the bias (if any) has the
-    remaining ones.
+    The kernel keeps its named dimensions (for example (D, N, H)) for sharding
+    and is multiplied as one matrix (D, N·H), a free reshape, so the matmul never
+    transposes weights. x and W are cast to the compute dtype; the product
+    accumulates in float32. The bias (if any) has the kernel's output dims.
     """
 
     config: ModelConfig
     shape: tuple[int, ...]
-    spec: str  # e.g. 'BTD,DNH->BTNH'
     names: tuple[str, ...]  # logical axis names of the kernel dimensions
     n_contract: int = 1
     use_bias: bool = False
-    out_dtype: Optional[jnp.dtype] = None  # default: float32 (callers cast)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         kernel = self.param("kernel", nn.with_logical_partitioning(kernel_init, self.names),
                             self.shape, cfg.weights_dtype)
-        y = jnp.einsum(self.spec, x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
-                       preferred_element_type=F32)
+        batch_dims, out_dims = x.shape[:x.ndim - self.n_contract], self.shape[self.n_contract:]
+        contract = math.prod(self.shape[:self.n_contract])
+        y = jnp.dot(x.reshape(*batch_dims, contract).astype(cfg.compute_dtype),
+                    kernel.reshape(contract, -1).astype(cfg.compute_dtype),
+                    preferred_element_type=F32).reshape(*batch_dims, *out_dims)
         if self.use_bias:
-            out_names = self.names[self.n_contract:]
-            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, out_names),
-                              self.shape[self.n_contract:], cfg.weights_dtype)
+            bias = self.param("bias", nn.with_logical_partitioning(
+                nn.initializers.zeros, self.names[self.n_contract:]), out_dims, cfg.weights_dtype)
             y = y + bias.astype(F32)
-        return y.astype(self.out_dtype or F32)
+        return y
 
 
 class Norm(nn.Module):
@@ -151,7 +154,7 @@ class Attention(nn.Module):
         n, k_heads, h, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
 
         def project(name, heads, names):
-            return Dense(cfg, (d, heads, h), "BTD,DNH->BTNH", (ax.EMBED, names, ax.HEAD_DIM),
+            return Dense(cfg, (d, heads, h), (ax.EMBED, names, ax.HEAD_DIM),  # (B, T, ·, H)
                          use_bias=cfg.qkv_bias, name=name)(x)
 
         q = project("q", n, ax.HEADS)
@@ -182,7 +185,7 @@ class Attention(nn.Module):
                          v.astype(cfg.compute_dtype), preferred_element_type=F32)
         out = constrain(out.reshape(b, t, n, h), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
                                                   ax.ACT_HEAD_DIM))
-        out = Dense(cfg, (n, h, d), "BTNH,NHD->BTD", (ax.HEADS, ax.HEAD_DIM, ax.EMBED),
+        out = Dense(cfg, (n, h, d), (ax.HEADS, ax.HEAD_DIM, ax.EMBED),  # (B, T, N, H) -> (B, T, D)
                     n_contract=2, use_bias=cfg.attn_out_bias, name="o")(out)
         return out, new_cache
 
@@ -197,18 +200,18 @@ class Mlp(nn.Module):
         cfg = self.config
         d, f = cfg.d_model, cfg.mlp_dim
 
-        def dense(name, shape, spec, names):
-            return Dense(cfg, shape, spec, names, use_bias=cfg.mlp_bias, name=name)
+        def dense(name, shape, names):
+            return Dense(cfg, shape, names, use_bias=cfg.mlp_bias, name=name)
 
-        up = dense("up", (d, f), "BTD,DF->BTF", (ax.EMBED, ax.MLP))(x)
+        up = dense("up", (d, f), (ax.EMBED, ax.MLP))(x)  # (B, T, F)
         if cfg.activation == "silu":
             act = jax.nn.silu
         else:
             act = lambda y: jax.nn.gelu(y, approximate=cfg.activation == "gelu_tanh")  # noqa: E731
         if cfg.gated_mlp:
-            hidden = act(dense("gate", (d, f), "BTD,DF->BTF", (ax.EMBED, ax.MLP))(x)) * up
+            hidden = act(dense("gate", (d, f), (ax.EMBED, ax.MLP))(x)) * up
         else:
             hidden = act(up)
         hidden = constrain(hidden.astype(cfg.compute_dtype),
                            (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_MLP))
-        return dense("down", (f, d), "BTF,FD->BTD", (ax.MLP, ax.EMBED))(hidden)
+        return dense("down", (f, d), (ax.MLP, ax.EMBED))(hidden)  # (B, T, D)

@@ -185,7 +185,7 @@ class CausalLM(nn.Module):
         if cfg.tie_embeddings:
             logits = trunk.attend(h)
         else:
-            logits = Dense(cfg, (cfg.d_model, cfg.vocab_size), "BTD,DV->BTV", (ax.EMBED, ax.VOCAB),
+            logits = Dense(cfg, (cfg.d_model, cfg.vocab_size), (ax.EMBED, ax.VOCAB),
                            name="lm_head")(h)
         logits = constrain(logits, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_VOCAB))
         return logits if cache is None else (logits, new_cache)
@@ -205,7 +205,7 @@ class ScalarHeadModel(nn.Module):
                  per_token: bool = False):
         cfg = self.config
         h, _ = Decoder(cfg, name="trunk")(input_ids, attention_mask, positions, segment_ids)
-        scores = Dense(cfg, (cfg.d_model,), "BTD,D->BT", (ax.EMBED,), use_bias=True,
+        scores = Dense(cfg, (cfg.d_model,), (ax.EMBED,), use_bias=True,  # (B, T)
                        name="head")(h)
         if per_token:
             return scores

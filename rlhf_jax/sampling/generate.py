@@ -60,6 +60,8 @@ def _generate(params, prompt_ids, prompt_mask, rng, *, model_config: ModelConfig
         # Per-layer weights as separate buffers, sliced once here: a scan over stacked layers
         # would slice (copy) every layer's weights again at every decode step.
         params, model_config = unstack_layers(params), model_config.replace(scan_layers=False)
+    # Decoding reads every weight once per token: read them in the compute dtype.
+    params = jax.tree.map(lambda x: x.astype(model_config.compute_dtype), params)
     model = CausalLM(model_config)
     stops = jnp.asarray(config.stop_tokens, jnp.int32)
 
