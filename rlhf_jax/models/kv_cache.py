@@ -17,21 +17,21 @@ import jax.numpy as jnp
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.parallel import axes as ax
 
-# Logical names of one layer's keys or values: (B, S, K, H).
-KV_NAMES = (ax.ACT_BATCH, ax.ACT_CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM)
+# Logical names of one layer's keys or values: (B, K, S, H), head-major.
+KV_NAMES = (ax.ACT_BATCH, ax.ACT_KV_HEADS, ax.ACT_CACHE_LENGTH, ax.ACT_HEAD_DIM)
 MASK_NAMES = (ax.ACT_BATCH, ax.ACT_CACHE_LENGTH)
 
 
 @flax.struct.dataclass
 class KVCache:
-    k: tuple[jax.Array, ...]  # n_layers × (B, S, K, H) in the compute dtype
-    v: tuple[jax.Array, ...]  # n_layers × (B, S, K, H)
+    k: tuple[jax.Array, ...]  # n_layers × (B, K, S, H) in the compute dtype
+    v: tuple[jax.Array, ...]  # n_layers × (B, K, S, H)
     mask: jax.Array  # (B, S) bool: the slot holds a real token
     index: jax.Array  # () int32: the next slot to write
 
     @classmethod
     def init(cls, config: ModelConfig, batch: int, length: int) -> "KVCache":
-        shape = (batch, length, config.n_kv_heads, config.head_dim)
+        shape = (batch, config.n_kv_heads, length, config.head_dim)
         zeros = tuple(jnp.zeros(shape, config.compute_dtype) for _ in range(config.n_layers))
         return cls(k=zeros, v=zeros, mask=jnp.zeros((batch, length), bool),
                    index=jnp.zeros((), jnp.int32))

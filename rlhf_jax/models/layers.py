@@ -142,7 +142,7 @@ class Attention(nn.Module):
     """Causal grouped-query attention ``softmax(QKᵀ/√H + mask)·V`` with an optional KV cache.
 
     ``mask`` (B, T, S) is True where query t may attend key s. With a cache
-    ``(k, v)`` of shape (B, S, K, H) the new keys and values are written at
+    ``(k, v)`` of shape (B, K, S, H) the new keys and values are written at
     slot ``cache_index`` and attention runs over all S slots.
     """
 
@@ -164,25 +164,27 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q = constrain(q.astype(cfg.compute_dtype), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
                                                      ax.ACT_HEAD_DIM))
-        k = constrain(k.astype(cfg.compute_dtype), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_KV_HEADS,
-                                                     ax.ACT_HEAD_DIM))
-        v = constrain(v.astype(cfg.compute_dtype), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_KV_HEADS,
-                                                     ax.ACT_HEAD_DIM))
+        # Keys and values head-major, (B, K, T, H): the layout of the cache, so attention over
+        # the cache reads it in place.
+        kv_names = (ax.ACT_BATCH, ax.ACT_KV_HEADS, ax.ACT_LENGTH, ax.ACT_HEAD_DIM)
+        k = constrain(k.astype(cfg.compute_dtype).transpose(0, 2, 1, 3), kv_names)
+        v = constrain(v.astype(cfg.compute_dtype).transpose(0, 2, 1, 3), kv_names)
         new_cache = None
         if layer_cache is not None:
             cache_k, cache_v = layer_cache
-            start = (0, cache_index, 0, 0)
+            start = (0, 0, cache_index, 0)
             k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
             v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
             new_cache = (k, v)
         b, t = q.shape[:2]
-        q = q.reshape(b, t, k_heads, n // k_heads, h)  # (B, T, K, G, H)
-        scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k.astype(cfg.compute_dtype),
+        q = q.reshape(b, t, k_heads, n // k_heads, h).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, H)
+        scores = jnp.einsum("BKGTH,BKSH->BKGTS", q, k.astype(cfg.compute_dtype),
                             preferred_element_type=F32) * (h ** -0.5)
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(F32).min)
         probs = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(cfg.compute_dtype),
+        out = jnp.einsum("BKGTS,BKSH->BKGTH", probs.astype(cfg.compute_dtype),
                          v.astype(cfg.compute_dtype), preferred_element_type=F32)
+        out = out.transpose(0, 3, 1, 2, 4)  # (B, T, K, G, H)
         out = constrain(out.reshape(b, t, n, h), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
                                                   ax.ACT_HEAD_DIM))
         out = Dense(cfg, (n, h, d), (ax.HEADS, ax.HEAD_DIM, ax.EMBED),  # (B, T, N, H) -> (B, T, D)
