@@ -8,12 +8,16 @@ initialised from a policy by copying ``params['trunk']``::
     trunk:           {'embed': {'embedding'}, 'positions'?: {'embedding'},
                       'layers': {stacked over n_layers}, 'final_norm': {...}}
 
+With ``scan_layers=False`` the trunk holds ``layers_0`` … ``layers_{n-1}`` instead
+(``unstack_layers`` converts), run by a Python loop: the decode path's layout.
+
 Inputs: ``attention_mask`` (B, T) is 1 on real tokens (left or right padding);
 ``segment_ids`` (B, T) numbers packed examples from 1 (0 is padding), and no
 token attends across examples; ``positions`` default to the index within the
 example. Residual dropout (``config.dropout_rate``) is active only when the
-caller passes a ``'dropout'`` rng to ``apply``. With a ``KVCache`` the call is a prefill or decode step: new tokens go
-to the cache slots from ``cache.index`` and attend to every earlier real slot.
+caller passes a ``'dropout'`` rng to ``apply``. With a ``KVCache`` the call is
+a prefill or decode step: new tokens go to the cache slots from
+``cache.index`` and attend to every earlier real slot.
 """
 
 from __future__ import annotations
@@ -59,6 +63,35 @@ def last_token_index(attention_mask: jax.Array) -> jax.Array:
     """Index of the last real token of each row, (B,); works for left and right padding."""
     t = attention_mask.shape[1]
     return t - 1 - jnp.argmax(attention_mask[:, ::-1].astype(bool), axis=1)
+
+
+def sequence_attention(attention_mask, segment_ids, positions):
+    """Mask (B, T, T) and positions without a cache: causal, within one segment, real keys only."""
+    if segment_ids is None:
+        segment_ids = attention_mask.astype(jnp.int32)
+    valid = attention_mask & (segment_ids != 0)
+    if positions is None:
+        positions = positions_from_segments(segment_ids)
+    t = attention_mask.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    mask = (segment_ids[:, :, None] == segment_ids[:, None, :]) & valid[:, None, :] & causal
+    return mask, positions
+
+
+def cached_attention(attention_mask, positions, cache: KVCache):
+    """Mask (B, T, S) over the cache slots, positions, and the updated slot mask (B, S).
+
+    New token t sits in slot ``index + t``; it attends to real slots up to its own.
+    Positions continue each row's count of real tokens.
+    """
+    if positions is None:
+        positions = (jnp.sum(cache.mask, axis=1, keepdims=True)
+                     + jnp.cumsum(attention_mask, axis=1) - 1)
+    slots = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, cache.index))
+    q_slot = cache.index + jnp.arange(attention_mask.shape[1])
+    k_slot = jnp.arange(cache.length)
+    mask = slots[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])
+    return mask, positions, slots
 
 
 class DecoderBlock(nn.Module):
@@ -119,25 +152,12 @@ class Decoder(nn.Module):
             attention_mask = jnp.ones(input_ids.shape, bool)
         attention_mask = attention_mask.astype(bool)
         if cache is None:
-            if segment_ids is None:
-                segment_ids = attention_mask.astype(jnp.int32)
-            valid = attention_mask & (segment_ids != 0)
-            if positions is None:
-                positions = positions_from_segments(segment_ids)
-            t = input_ids.shape[1]
-            causal = jnp.tril(jnp.ones((t, t), bool))
-            mask = (segment_ids[:, :, None] == segment_ids[:, None, :]) & valid[:, None, :] & causal
+            mask, positions = sequence_attention(attention_mask, segment_ids, positions)
             cache_index, kv = None, None
         else:
             if segment_ids is not None:
                 raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
-            if positions is None:
-                positions = (jnp.sum(cache.mask, axis=1, keepdims=True)
-                             + jnp.cumsum(attention_mask, axis=1) - 1)
-            slots = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, cache.index))
-            q_slot = cache.index + jnp.arange(input_ids.shape[1])
-            k_slot = jnp.arange(cache.length)
-            mask = slots[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])
+            mask, positions, slots = cached_attention(attention_mask, positions, cache)
             cache_index, kv = cache.index, (cache.k, cache.v)
         positions = jnp.maximum(positions, 0)
 
