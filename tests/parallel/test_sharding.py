@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -108,7 +109,7 @@ def test_load_pretrained_places_parameters_in_their_shardings(tmp_path):
 def test_mesh_shapes_and_errors():
     assert parallel.mesh_shape(-1, 2, 2, num_devices=8) == (2, 2, 2)
     assert parallel.mesh_shape(2, -1, 1, num_devices=8) == (2, 4, 1)
-    mesh = parallel.make_mesh(2, 2, 2)
+    mesh = parallel.mesh_from_config(ml_collections.ConfigDict(dict(data=-1, fsdp=2, tensor=2)))
     assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     with pytest.raises(ValueError, match="not divisible by 3"):
         parallel.mesh_shape(3, -1, 1, num_devices=8)
