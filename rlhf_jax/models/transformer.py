@@ -198,10 +198,13 @@ class CausalLM(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
-                 cache: Optional[KVCache] = None):
+                 cache: Optional[KVCache] = None, logit_index: Optional[jax.Array] = None):
+        """``logit_index`` (B,): compute the logits at that position of each row only, (B, 1, V)."""
         cfg = self.config
         trunk = Decoder(cfg, name="trunk")
         h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, cache)
+        if logit_index is not None:
+            h = jnp.take_along_axis(h, logit_index[:, None, None], axis=1)
         if cfg.tie_embeddings:
             logits = trunk.attend(h)
         else:

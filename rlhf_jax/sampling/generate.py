@@ -84,10 +84,8 @@ def _generate(params, prompt_ids, prompt_mask, rng, *, model_config: ModelConfig
 
     cache = constrain_cache(KVCache.init(model_config, batch, prompt_len + n))
     logits, cache = model.apply({"params": params}, prompt_ids, attention_mask=prompt_mask,
-                                cache=cache)
-    last = jnp.take_along_axis(logits, last_token_index(prompt_mask)[:, None, None], axis=1)[:, 0]
-
-    token, live, logp, raw, done = pick(0, last, jnp.zeros((batch,), bool), rng)
+                                cache=cache, logit_index=last_token_index(prompt_mask))
+    token, live, logp, raw, done = pick(0, logits[:, 0], jnp.zeros((batch,), bool), rng)
     buffers = dict(response=jnp.full((batch, n), config.pad_token, jnp.int32),
                    response_mask=jnp.zeros((batch, n), jnp.int32),
                    logprobs=jnp.zeros((batch, n), jnp.float32),

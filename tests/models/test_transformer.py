@@ -189,3 +189,14 @@ def test_python_loop_over_layers_equals_the_scan():
     looped = jitted(CausalLM(looped_config))({"params": unstack_layers(params)}, ids)
     np.testing.assert_allclose(np.asarray(looped), np.asarray(scanned), atol=TOL)
     assert set(unstack_layers(params)["trunk"]) >= {"layers_0", "layers_1"}
+
+
+def test_logit_index_computes_one_position_per_row():
+    config = tiny()
+    params, ids = init(config), random_ids(config, (3, 8))
+    apply = jitted(CausalLM(config))
+    full = apply({"params": params}, ids)
+    index = jnp.asarray([7, 2, 5])
+    picked = apply({"params": params}, ids, logit_index=index)
+    assert picked.shape == (3, 1, config.vocab_size)
+    np.testing.assert_allclose(picked[:, 0], full[jnp.arange(3), index], atol=TOL)
