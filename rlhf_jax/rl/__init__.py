@@ -1,0 +1,1 @@
+"""Pure maths of the training objectives; every formula is in its docstring."""

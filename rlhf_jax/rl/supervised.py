@@ -1,0 +1,22 @@
+"""The supervised (SFT and pretraining) objective: next-token cross-entropy on selected tokens."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def next_token_loss(logits: jax.Array, tokens: jax.Array,
+                    loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(Σ_t m_{t+1}·(−log p(x_{t+1} | x_≤t)), Σ_t m_{t+1})`` over the batch.
+
+    ``logits`` (B, T, V) predict the next token; ``tokens`` (B, T);
+    ``loss_mask`` (B, T) is 1 on the tokens to be predicted (the response in SFT,
+    every real token in pretraining; 0 on prompts, padding and the first token of
+    each packed example). Returning the sum and its count, not the mean, keeps
+    gradient accumulation over microbatches exact: divide once, at the end.
+    """
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    target_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    mask = loss_mask[:, 1:].astype(jnp.float32)
+    return -jnp.sum(target_logp * mask), jnp.sum(mask)
