@@ -68,8 +68,8 @@ class ReadReport:
     skipped: list[str] = dataclasses.field(default_factory=list)
 
 
-class _Line:
-    """Field access for one parsed line; every failure names file, line and field."""
+class Line:
+    """Field access to one parsed JSON line; every failure names file, line and field."""
 
     def __init__(self, obj: Any, where: str):
         if not isinstance(obj, dict):
@@ -101,12 +101,12 @@ class _Line:
         return str(value)
 
 
-def _demonstration(line: _Line) -> Demonstration:
+def _demonstration(line: Line) -> Demonstration:
     return Demonstration(line.text("prompt"), line.text("response"), line.ident("user_id"),
                          line.text("category", optional=True))
 
 
-def _comparison(line: _Line) -> Comparison:
+def _comparison(line: Line) -> Comparison:
     prompt = line.text("prompt")
     if "responses" not in line.obj and ("chosen" in line.obj or "rejected" in line.obj):
         responses = (line.text("chosen"), line.text("rejected"))
@@ -136,23 +136,22 @@ def _comparison(line: _Line) -> Comparison:
                       line.ident("user_id"))
 
 
-def _prompt(line: _Line) -> Prompt:
+def _prompt(line: Line) -> Prompt:
     return Prompt(line.text("prompt"), line.ident("user_id"), line.text("category", optional=True))
 
 
-def _pretrain(line: _Line) -> PretrainText:
+def _pretrain(line: Line) -> PretrainText:
     return PretrainText(line.text("text"))
 
 
-PARSERS: dict[str, Callable[[_Line], Any]] = {
+PARSERS: dict[str, Callable[[Line], Any]] = {
     "demonstration": _demonstration, "comparison": _comparison, "prompt": _prompt,
     "pretrain": _pretrain}
 
 
-def parse_lines(lines: Iterator[str], kind: str, source: str, on_error: str = "raise"):
-    """Parses JSON lines of one ``kind``; returns ``(records, ReadReport)``."""
-    if kind not in PARSERS:
-        raise ValueError(f"unknown record kind {kind!r}; choose one of {sorted(PARSERS)}")
+def parse_lines(lines: Iterator[str], parse: Callable[["Line"], Any], source: str,
+                on_error: str = "raise"):
+    """Parses JSON lines with ``parse``; returns ``(records, ReadReport)``."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     records, report = [], ReadReport()
@@ -165,7 +164,7 @@ def parse_lines(lines: Iterator[str], kind: str, source: str, on_error: str = "r
                 obj = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise RecordError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            records.append(PARSERS[kind](_Line(obj, where)))
+            records.append(parse(Line(obj, where)))
         except RecordError as e:
             if on_error == "raise":
                 raise
@@ -176,5 +175,7 @@ def parse_lines(lines: Iterator[str], kind: str, source: str, on_error: str = "r
 
 def read_jsonl(path: str, kind: str, on_error: str = "raise"):
     """Reads a JSON Lines file of ``kind`` records; returns ``(records, ReadReport)``."""
+    if kind not in PARSERS:
+        raise ValueError(f"unknown record kind {kind!r}; choose one of {sorted(PARSERS)}")
     with open(path, encoding="utf-8") as f:
-        return parse_lines(f, kind, path, on_error)
+        return parse_lines(f, PARSERS[kind], path, on_error)
