@@ -1,0 +1,83 @@
+"""Demonstrations to token ids with a response-only loss mask, and packing into fixed-length rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One tokenized demonstration: ``tokens`` and ``loss_mask`` (1 on response tokens)."""
+
+    tokens: tuple[int, ...]
+    loss_mask: tuple[int, ...]
+
+
+def encode(tokenizer, prompt: str, response: str, chat: bool) -> tuple[list[int], list[int]]:
+    """``(prompt ids, response ids)``; the response ends with the turn's end token(s).
+
+    With ``chat`` the pair is rendered by the tokenizer's chat template (a user
+    turn, then the assistant turn), and the response ids are what the template
+    adds after the generation prompt. Otherwise the raw texts are tokenized and
+    the response ends with EOS.
+    """
+    if chat:
+        user = [{"role": "user", "content": prompt}]
+        head = list(tokenizer.apply_chat_template(user, add_generation_prompt=True,
+                                                  return_dict=True)["input_ids"])
+        full = list(tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}],
+                                                  return_dict=True)["input_ids"])
+        if full[:len(head)] != head:
+            raise ValueError("the chat template renders the prompt differently with an answer")
+        return head, full[len(head):]
+    head = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    tail = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    return head, tail + [tokenizer.eos_token_id]
+
+
+def truncate(prompt: Sequence[int], response: Sequence[int], max_len: int) -> Example:
+    """Fits prompt + response into ``max_len`` tokens.
+
+    The prompt keeps its end (cut from the left) and at least half of
+    ``max_len`` if it is that long; the response is cut from the right to fit.
+    """
+    budget = max(max_len - len(response), max_len // 2)
+    prompt = list(prompt)[max(0, len(prompt) - budget):]
+    response = list(response)[:max_len - len(prompt)]
+    return Example(tuple(prompt + response), (0,) * len(prompt) + (1,) * len(response))
+
+
+def pack(examples: Sequence[Example], row_len: int, pad_token: int = 0) -> dict[str, np.ndarray]:
+    """Packs examples in order into rows of ``row_len`` tokens (a new row when one does not fit).
+
+    Returns ``tokens``, ``segment_ids`` (1, 2, … per example in a row, 0 on
+    padding) and ``loss_mask`` (0 on the first token of every example, so no
+    token is predicted across an example boundary), each (rows, row_len) int32.
+    """
+    rows: list[list[Example]] = [[]]
+    used = 0
+    for ex in examples:
+        if len(ex.tokens) > row_len:
+            raise ValueError(f"an example of {len(ex.tokens)} tokens does not fit rows of "
+                             f"{row_len}; truncate first")
+        if used + len(ex.tokens) > row_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(ex)
+        used += len(ex.tokens)
+    out = {k: np.zeros((len(rows), row_len), np.int32)
+           for k in ("tokens", "segment_ids", "loss_mask")}
+    out["tokens"][:] = pad_token
+    for r, row in enumerate(rows):
+        start = 0
+        for s, ex in enumerate(row, 1):
+            end = start + len(ex.tokens)
+            out["tokens"][r, start:end] = ex.tokens
+            out["segment_ids"][r, start:end] = s
+            out["loss_mask"][r, start:end] = ex.loss_mask
+            out["loss_mask"][r, start] = 0
+            start = end
+    return out
