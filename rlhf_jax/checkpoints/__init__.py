@@ -16,7 +16,7 @@ def load_pretrained(path: str, dtype="float32", param_dtype="float32", mesh=None
     The config computes in ``dtype`` (float32 by default, so the logits reproduce
     the reference implementation); parameters are stored in ``param_dtype``.
     With a ``mesh`` (and logical-axis ``rules``) every parameter is created
-    directly in its sharding, one tensor at a time.
+    directly in its sharding, one parameter at a time.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or directory")

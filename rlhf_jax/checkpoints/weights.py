@@ -1,4 +1,4 @@
-"""Mapping between Hugging Face tensors and our parameter tree, one tensor at a time.
+"""Mapping between Hugging Face tensors and our parameter tree, one parameter at a time.
 
 A family (``llama.py``, ``gpt_neox.py``, ``gpt2.py``) lists ``WeightRule``s. A
 rule ties one or more of our parameters (paths like
