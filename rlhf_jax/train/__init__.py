@@ -1,0 +1,1 @@
+"""Pure train steps ``(state, batch, rng) -> (state, metrics)`` and their optimizer."""

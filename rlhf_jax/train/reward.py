@@ -1,0 +1,47 @@
+"""The reward-model step: every response of a prompt scored once, all C(K,2) pairs in one loss."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax.training.train_state import TrainState
+
+from rlhf_jax.models import ScalarHeadModel
+from rlhf_jax.rl.ranking import kwise_ranking_loss
+from rlhf_jax.train.accumulate import accumulated_update
+
+
+def score_responses(model: ScalarHeadModel, params, tokens, mask, rng=None) -> jax.Array:
+    """Rewards (B, K) of K prompt+response sequences per prompt, read at each last real token."""
+    b, k, t = tokens.shape
+    rngs = None if rng is None else {"dropout": rng}
+    rewards = model.apply({"params": params}, tokens.reshape(b * k, t),
+                          attention_mask=mask.reshape(b * k, t), rngs=rngs)
+    return rewards.reshape(b, k)
+
+
+def reward_loss_terms(model: ScalarHeadModel, params, batch: dict, rng: jax.Array):
+    """K-wise loss terms of one batch.
+
+    ``batch``: ``tokens`` and ``mask`` (B, K, T) (prompt + response, padded),
+    ``rank`` (B, K) (0 = best) and ``valid`` (B, K) (false on padding responses).
+    Metric sums: correct and total pairs, and reward sum and sum of squares over
+    valid responses.
+    """
+    rewards = score_responses(model, params, batch["tokens"], batch["mask"], rng)
+    loss_sum, count, metrics = kwise_ranking_loss(rewards, batch["rank"], batch["valid"])
+    valid = batch["valid"].astype(jnp.float32)
+    return loss_sum, count, dict(metrics, responses=jnp.sum(valid),
+                                 reward_sum=jnp.sum(rewards * valid),
+                                 reward_sq_sum=jnp.sum(jnp.square(rewards) * valid))
+
+
+def reward_step(state: TrainState, batch: dict, rng: jax.Array, *, model: ScalarHeadModel,
+                microbatches: int = 1) -> tuple[TrainState, dict]:
+    """One AdamW update of the reward model; metrics include pairwise ``accuracy`` and reward stats."""
+    state, m = accumulated_update(
+        state, batch, rng, lambda p, b, r: reward_loss_terms(model, p, b, r), microbatches)
+    mean = m["reward_sum"] / jnp.maximum(m["responses"], 1.0)
+    var = m["reward_sq_sum"] / jnp.maximum(m["responses"], 1.0) - mean ** 2
+    return state, dict(m, accuracy=m["correct_pairs"] / jnp.maximum(m["pairs"], 1.0),
+                       reward_mean=mean, reward_std=jnp.sqrt(jnp.maximum(var, 0.0)))
