@@ -45,3 +45,13 @@ def reward_step(state: TrainState, batch: dict, rng: jax.Array, *, model: Scalar
     var = m["reward_sq_sum"] / jnp.maximum(m["responses"], 1.0) - mean ** 2
     return state, dict(m, accuracy=m["correct_pairs"] / jnp.maximum(m["pairs"], 1.0),
                        reward_mean=mean, reward_std=jnp.sqrt(jnp.maximum(var, 0.0)))
+
+
+def center_reward(params, mean_demonstration_reward) -> dict:
+    """Shifts the head's bias so that demonstrations score 0 on average (the paper's normalization).
+
+    ``r'(x, y) = r(x, y) − E_demos[r]``: only the bias changes, so rankings and
+    the loss are unchanged.
+    """
+    head = dict(params["head"], bias=params["head"]["bias"] - mean_demonstration_reward)
+    return dict(params, head=head)
