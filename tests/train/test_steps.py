@@ -61,6 +61,15 @@ def new_state(model, example, mesh=None, rules=(), tx=TX):
     return parallel.sharded_init(create, mesh, rules, jax.random.key(0))[0]
 
 
+def case(kind):
+    """(model, batch, step, one example row for init) of the SFT or the reward step."""
+    if kind == "sft":
+        batch = sft_batch()
+        return CausalLM(CONFIG), batch, sft_step, batch["tokens"][:1]
+    batch = rm_batch()
+    return ScalarHeadModel(CONFIG), batch, reward_step, batch["tokens"][:1, 0]
+
+
 def close(a, b, atol):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol),
                  a, b)
@@ -68,12 +77,7 @@ def close(a, b, atol):
 
 @pytest.mark.parametrize("kind", ["sft", "reward"])
 def test_microbatches_give_the_same_update(kind):
-    if kind == "sft":
-        model, batch, step = CausalLM(CONFIG), sft_batch(), sft_step
-        example = batch["tokens"][:1]
-    else:
-        model, batch, step = ScalarHeadModel(CONFIG), rm_batch(), reward_step
-        example = batch["tokens"][:1, 0]
+    model, batch, step, example = case(kind)
     state = new_state(model, example, tx=SGD)
     run = lambda m: jax.jit(functools.partial(step, model=model, microbatches=m))(  # noqa: E731
         state, batch, jax.random.key(1))
@@ -85,12 +89,7 @@ def test_microbatches_give_the_same_update(kind):
 
 @pytest.mark.parametrize("kind", ["sft", "reward"])
 def test_one_step_is_the_same_on_a_2x2x2_mesh(kind):
-    if kind == "sft":
-        model, batch, step = CausalLM(CONFIG), sft_batch(), sft_step
-        example = batch["tokens"][:1]
-    else:
-        model, batch, step = ScalarHeadModel(CONFIG), rm_batch(), reward_step
-        example = batch["tokens"][:1, 0]
+    model, batch, step, example = case(kind)
     ref_state, ref = jax.jit(functools.partial(step, model=model))(
         new_state(model, example, tx=SGD), batch, jax.random.key(1))
     mesh, rules = parallel.make_mesh(2, 2, 2), parallel.get_rules("fsdp_tp")
