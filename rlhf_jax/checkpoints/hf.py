@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import jax
 import numpy as np
@@ -13,7 +12,7 @@ from safetensors import safe_open
 
 from rlhf_jax.checkpoints.abstract import abstract_lm_params
 from rlhf_jax.checkpoints.families import canonical_name, family
-from rlhf_jax.checkpoints.weights import CheckpointError, export_tensors, load_params
+from rlhf_jax.checkpoints.weights import export_tensors, load_params
 from rlhf_jax.models.config import ModelConfig
 
 SINGLE = "model.safetensors"
