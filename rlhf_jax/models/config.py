@@ -124,9 +124,6 @@ class ModelConfig:
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
         """Builds a config from a plain or ``ml_collections`` mapping; unknown keys are errors."""

@@ -84,8 +84,3 @@ def param_shardings(boxed_abstract: Any, mesh: Mesh, rules: Rules) -> Any:
     return jax.tree.map(one, boxed_abstract,
                         is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
-
-def array_sharding(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-                   rules: Rules) -> NamedSharding:
-    """NamedSharding of one activation-like array (a batch, a cache) from its logical names."""
-    return NamedSharding(mesh, spec_for(names, shape, mesh, rules))
