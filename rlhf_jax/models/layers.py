@@ -178,12 +178,11 @@ class Attention(nn.Module):
             new_cache = (k, v)
         b, t = q.shape[:2]
         q = q.reshape(b, t, k_heads, n // k_heads, h).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, H)
-        scores = jnp.einsum("BKGTH,BKSH->BKGTS", q, k.astype(cfg.compute_dtype),
-                            preferred_element_type=F32) * (h ** -0.5)
+        scores = jnp.einsum("BKGTH,BKSH->BKGTS", q, k, preferred_element_type=F32) * (h ** -0.5)
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(F32).min)
         probs = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("BKGTS,BKSH->BKGTH", probs.astype(cfg.compute_dtype),
-                         v.astype(cfg.compute_dtype), preferred_element_type=F32)
+        out = jnp.einsum("BKGTS,BKSH->BKGTH", probs.astype(cfg.compute_dtype), v,
+                         preferred_element_type=F32)
         out = out.transpose(0, 3, 1, 2, 4)  # (B, T, K, G, H)
         out = constrain(out.reshape(b, t, n, h), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
                                                   ax.ACT_HEAD_DIM))
