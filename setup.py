@@ -25,6 +25,8 @@ setup(
         "grain>=0.2.18",
         "numpy>=2.0",
         "tqdm>=4.66",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+        "importlib_resources",  # tfds imports it to locate builders defined in a package
     ],
     extras_require={
         # Parity tests compare against transformers' PyTorch models; 2.13.0 is the CPU wheel.

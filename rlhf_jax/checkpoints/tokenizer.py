@@ -1,4 +1,5 @@
-"""Tokenizers: ``AutoTokenizer`` for HF directories, rebuilt from metadata for GGUF files."""
+"""Tokenizers: ``AutoTokenizer`` for HF directories, rebuilt from metadata for GGUF files, and a
+byte-level one (no training, 259 ids) for randomly initialised models."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import gguf
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from rlhf_jax.checkpoints.gguf_file import field
 
@@ -23,6 +25,11 @@ PRE_TOKENIZERS = {
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
 }
 CONTROL = 3  # gguf token type of special tokens such as <|im_start|>
+# ChatML, the template of SmolLM2 and Qwen2, for the byte tokenizer.
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+          "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+BYTE_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
 def load_tokenizer(path: str):
@@ -60,3 +67,15 @@ def gguf_tokenizer(path: str) -> PreTrainedTokenizerFast:
         tokenizer_object=bpe, bos_token=token("bos"), eos_token=token("eos"),
         unk_token=token("unknown"), pad_token=token("padding"),
         chat_template=field(reader, "tokenizer.chat_template"))
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """One id per byte (0..255), then ``<|endoftext|>`` (EOS and padding), ``<|im_start|>`` and
+    ``<|im_end|>``, with a ChatML chat template. Any text round-trips; nothing is learned."""
+    vocab = {char: byte for byte, char in bytes_to_unicode().items()}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in BYTE_SPECIALS])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=BYTE_SPECIALS[0],
+                                   pad_token=BYTE_SPECIALS[0], chat_template=CHATML)

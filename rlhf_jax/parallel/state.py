@@ -27,8 +27,12 @@ def abstract_state(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules, *args)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         boxed = jax.eval_shape(init_fn, *args)
     shardings = param_shardings(boxed, mesh, rules)
+    # ``.value``, not ``nn.meta.unbox``: unboxing under an active mesh would add a sharding
+    # constraint to a shape.
+    values = jax.tree.map(lambda x: x.value if isinstance(x, nn.LogicallyPartitioned) else x, boxed,
+                          is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            nn.meta.unbox(boxed), shardings)
+                            values, shardings)
     return abstract, shardings
 
 

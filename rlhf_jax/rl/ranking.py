@@ -22,6 +22,18 @@ def ranked_pairs(rank: jax.Array, valid: jax.Array) -> jax.Array:
     return both & (rank[:, :, None] < rank[:, None, :])
 
 
+def per_prompt_ranking(rewards: jax.Array, rank: jax.Array, valid: jax.Array) -> dict:
+    """Per prompt (B,): ``loss`` (the mean of −log σ(r_w − r_l) over its pairs, 0 without
+    pairs), ``pairs`` (C(K, 2)) and ``correct_pairs`` (r_w > r_l), all float32."""
+    rewards = rewards.astype(jnp.float32)
+    pairs = ranked_pairs(rank, valid)
+    margin = rewards[:, :, None] - rewards[:, None, :]  # r_w − r_l for row w, column l
+    n_pairs = jnp.sum(pairs, axis=(1, 2)).astype(jnp.float32)
+    total = -jnp.sum(jnp.where(pairs, jax.nn.log_sigmoid(margin), 0.0), axis=(1, 2))
+    return dict(loss=total / jnp.maximum(n_pairs, 1.0), pairs=n_pairs,
+                correct_pairs=jnp.sum(pairs & (margin > 0), axis=(1, 2)).astype(jnp.float32))
+
+
 def kwise_ranking_loss(rewards: jax.Array, rank: jax.Array,
                        valid: jax.Array) -> tuple[jax.Array, jax.Array, dict]:
     """``(Σ_x loss(x), number of prompts, metrics)`` for rewards (B, K).
@@ -29,13 +41,8 @@ def kwise_ranking_loss(rewards: jax.Array, rank: jax.Array,
     ``metrics`` holds sums and counts too: ``correct_pairs`` (r_w > r_l) and
     ``pairs``. Prompts with fewer than two responses count for nothing.
     """
-    rewards = rewards.astype(jnp.float32)
-    pairs = ranked_pairs(rank, valid)
-    margin = rewards[:, :, None] - rewards[:, None, :]  # r_w − r_l for row w, column l
-    n_pairs = jnp.sum(pairs, axis=(1, 2)).astype(jnp.float32)  # C(K, 2) per prompt
-    per_prompt = -jnp.sum(jnp.where(pairs, jax.nn.log_sigmoid(margin), 0.0), axis=(1, 2))
-    has_pairs = n_pairs > 0
-    loss_sum = jnp.sum(jnp.where(has_pairs, per_prompt / jnp.maximum(n_pairs, 1.0), 0.0))
-    metrics = dict(correct_pairs=jnp.sum(pairs & (margin > 0)).astype(jnp.float32),
-                   pairs=jnp.sum(n_pairs))
-    return loss_sum, jnp.sum(has_pairs).astype(jnp.float32), metrics
+    per_prompt = per_prompt_ranking(rewards, rank, valid)
+    metrics = dict(correct_pairs=jnp.sum(per_prompt["correct_pairs"]),
+                   pairs=jnp.sum(per_prompt["pairs"]))
+    return (jnp.sum(per_prompt["loss"]), jnp.sum(per_prompt["pairs"] > 0).astype(jnp.float32),
+            metrics)

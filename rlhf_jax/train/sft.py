@@ -15,10 +15,12 @@ def sft_loss_terms(model: CausalLM, params, batch: dict, rng: jax.Array):
     """``(Σ −log p(response tokens), number of response tokens, {})`` of one batch.
 
     ``batch``: ``tokens``, ``segment_ids`` and ``loss_mask``, each (B, T), as
-    made by ``rlhf_jax.data.tokenize.pack``. Residual dropout draws from ``rng``.
+    made by ``rlhf_jax.data.tokenize.pack``. Residual dropout draws from ``rng``
+    (none with ``rng=None``, for evaluation).
     """
+    rngs = None if rng is None else {"dropout": rng}
     logits = model.apply({"params": params}, batch["tokens"], segment_ids=batch["segment_ids"],
-                         rngs={"dropout": rng})
+                         rngs=rngs)
     loss_sum, count = next_token_loss(logits, batch["tokens"], batch["loss_mask"])
     return loss_sum, count, {}
 

@@ -1,0 +1,45 @@
+"""Reward-model presets: ``--config=configs/rm.py:tiny`` or ``:smollm2``.
+
+One epoch over K-wise comparisons (the paper's default), then the head's bias is
+shifted so the demonstrations in ``normalize`` score 0 on average. tiny: a
+random ``tiny`` model on generated toy comparisons (about a minute on 2 CPU
+cores); smollm2: SmolLM2-135M-Instruct's trunk with a new scalar head. To start
+from an SFT run, ``--config.init=SFT_WORKDIR/model``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import parse_arg
+from configs.sft import base, smollm2_path
+from rlhf_jax.data.records import MAX_K
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(arg, name="tiny", records=2000)
+    c = base("rm", "comparison")
+    c.data.toy_records = args.records
+    c.data.k_max = MAX_K  # responses per prompt are padded to this many
+    c.data.max_len = 160
+    c.normalize = dict(
+        kind="demonstration",
+        path="",  # demonstrations (the SFT data) that should score 0 on average
+        toy_records=0,  # > 0: generated toy demonstrations
+        on_error="raise",
+        max_records=512,  # how many of them to score
+    )
+    c.normalize.toy_records = 256
+    if args.name == "tiny":
+        c.data.k_max = 4
+        c.optimizer.learning_rate = 1e-3
+        c.optimizer.warmup_steps = 10
+        c.eval_every = 50
+    elif args.name == "smollm2":
+        c.init = smollm2_path()
+        c.model.dtype = "bfloat16"
+        c.optimizer.learning_rate = 9e-6
+        c.eval_every = 25
+    else:
+        raise ValueError(f"unknown RM preset {args.name!r}; choose tiny or smollm2")
+    return c

@@ -1,0 +1,1 @@
+"""Stage drivers: data, sharded state, the training loop, checkpoints, logs and outputs."""

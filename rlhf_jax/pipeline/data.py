@@ -1,0 +1,65 @@
+"""A stage's data: JSON Lines → validation → the paper's prompt hygiene → user splits → TFDS.
+
+``prepare(kind, config, workdir, tokenizer)`` runs once per workdir: it reads
+``config.path`` (every bad line raises ``RecordError`` naming file, line and
+field, or with ``config.on_error='skip'`` is skipped and counted), drops prompts
+over ``config.max_prompt_tokens`` tokens, drops prompts that contain another
+prompt, caps records per user at ``config.max_per_user``, splits by user into
+train / validation / test (``config.split_fractions``), writes the splits with
+the TFDS builder of ``kind`` under ``workdir/data`` and the counts of every step
+to ``workdir/data/report.json``. A later run with the same workdir reuses the
+prepared splits as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from rlhf_jax.data import datasets, prompt_filters
+from rlhf_jax.data.records import read_jsonl
+
+SPLITS = ("train", "validation", "test")
+
+
+def prepare(kind: str, config, workdir: str, tokenizer) -> tuple[dict, dict]:
+    """``(sources, report)``: ``{split: data source}`` and what each step kept or removed."""
+    data_dir = os.path.join(workdir, "data")
+    report_path = os.path.join(data_dir, f"{kind}_report.json")
+    if not datasets.is_prepared(kind, data_dir):
+        if jax.process_index() == 0:
+            report = _write(kind, config, data_dir, tokenizer)
+            with open(report_path, "w") as f:
+                json.dump(report, f, indent=2)
+        _wait_for_writer(kind)
+    with open(report_path) as f:
+        report = json.load(f)
+    return datasets.read_records(kind, data_dir), report
+
+
+def _write(kind: str, config, data_dir: str, tokenizer) -> dict:
+    records, read = read_jsonl(config.path, kind, on_error=config.on_error)
+    report = dict(source=os.path.abspath(config.path), read=read.kept + len(read.skipped),
+                  skipped_invalid=len(read.skipped), skipped_lines=read.skipped[:20])
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    records, report["dropped_long_prompts"] = prompt_filters.drop_long(
+        records, count, config.max_prompt_tokens)
+    records, report["dropped_containing_prompts"] = prompt_filters.drop_containing(records)
+    records, report["dropped_over_user_cap"] = prompt_filters.cap_per_user(
+        records, config.max_per_user)
+    splits = prompt_filters.split_by_user(records, tuple(config.split_fractions), config.split_seed)
+    for name, split in zip(SPLITS, splits):
+        if name != "test" and not split:
+            raise ValueError(f"{config.path}: the {name} split is empty after filtering "
+                             f"({len(records)} records kept); add data or change split_fractions")
+    report.update({f"{name}_records": len(split) for name, split in zip(SPLITS, splits)})
+    datasets.write_records(kind, dict(zip(SPLITS, splits)), data_dir)
+    return report
+
+
+def _wait_for_writer(kind: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f"prepared {kind} records")

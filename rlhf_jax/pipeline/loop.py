@@ -1,0 +1,82 @@
+"""The training loop every stage shares: resume, step, log, evaluate, checkpoint.
+
+A checkpoint holds the train state (step, params, optimizer state) and, as JSON,
+the data iterator's position; the step's randomness is ``fold_in(rng, step)``
+from the config's seed. So a run stopped after any saved step and started again
+with the same workdir continues exactly as if it had never stopped: same
+batches, same updates, same metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+import jax
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from rlhf_jax import parallel
+from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.pipeline.metrics import MetricsLog, to_floats
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    steps: int  # optimizer updates in the whole run
+    eval_every: int = 0  # 0: evaluate at the end only
+    save_every: int = 100  # checkpoint period, in steps (and always at the end)
+    keep: int = 2  # checkpoints kept
+    throughput_unit: str = "tokens"  # what ``count_units(batch)`` counts, for the progress bar
+
+
+def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: jax.Array, *,
+          config: LoopConfig, workdir: str, mesh: Mesh, rules,
+          evaluate: Optional[Callable[[Any], Mapping[str, float]]] = None,
+          count_units: Callable[[dict], int] = lambda batch: 0) -> Any:
+    """Runs ``state, metrics = step_fn(state, batch, rng)`` until ``config.steps``.
+
+    ``abstract`` is the state's abstract sharded tree (the restore target);
+    ``stream`` a grain dataset of host batches; ``evaluate(state)`` returns
+    validation metrics. Metrics go to ``workdir/metrics.jsonl`` and TensorBoard;
+    a non-finite metric stops the run with ``NonFiniteError``, after the
+    checkpoints already started are safely on disk. Returns the final state.
+    """
+    checkpoints = TrainCheckpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep,
+                                   save_every=config.save_every)
+    iterator = iter(stream)
+    start = checkpoints.latest_step() or 0
+    if start:
+        state, extra = checkpoints.restore(abstract)
+        iterator.set_state(extra["data"])
+    log = MetricsLog(workdir, resume_step=start)
+    bar = tqdm(total=config.steps, initial=start, desc=os.path.basename(workdir.rstrip("/")),
+               disable=jax.process_index() != 0, dynamic_ncols=True)
+    try:
+        if evaluate is not None and start == 0:
+            log.write(0, "validation", evaluate(state))
+        for step in range(start + 1, config.steps + 1):
+            host_batch = next(iterator)
+            began = time.perf_counter()
+            state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh, rules), rng)
+            metrics = to_floats(metrics)  # waits for the step
+            seconds = time.perf_counter() - began
+            units = count_units(host_batch) * jax.process_count()
+            metrics.update(step_seconds=seconds, **{f"{config.throughput_unit}_per_s": units / seconds})
+            log.write(step, "train", metrics)
+            if evaluate is not None and (step == config.steps or
+                                         (config.eval_every and step % config.eval_every == 0)):
+                log.write(step, "validation", evaluate(state))
+            checkpoints.save(step, state, extra=dict(data=iterator.get_state(), step=step),
+                             force=step == config.steps)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}",
+                            **{f"{config.throughput_unit}/s": f"{units / seconds:.0f}"})
+    finally:
+        bar.close()
+        log.close()
+        checkpoints.wait()
+        checkpoints.close()
+    return state

@@ -1,0 +1,152 @@
+"""Step 2 of InstructGPT: the reward model, trained on rankings of K responses per prompt.
+
+``run_reward(config, workdir)`` prepares the comparisons, streams batches of
+prompts (each with all its responses), runs ``reward_step`` (the K-wise loss)
+for ``config.epochs`` epochs (the paper: one), evaluates pairwise accuracy on
+the validation split overall and per labeler, then shifts the head's bias so
+that the SFT demonstrations (``config.normalize``) score 0 on average, and
+saves the result to ``workdir/reward_model`` (``checkpoints.load_scalar_model``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlhf_jax import parallel
+from rlhf_jax.checkpoints.scalar_model import save_scalar_model
+from rlhf_jax.data.collate import comparison_batch
+from rlhf_jax.data.loaders import comparison_stream, padded_batches, split_records
+from rlhf_jax.data.records import read_jsonl
+from rlhf_jax.data.tokenize import encode, truncate
+from rlhf_jax.models import ScalarHeadModel
+from rlhf_jax.pipeline import data, stage
+from rlhf_jax.pipeline.loop import train
+from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
+from rlhf_jax.rl.ranking import per_prompt_ranking
+from rlhf_jax.train.optim import make_optimizer
+from rlhf_jax.train.reward import center_reward, reward_step, score_responses
+
+
+def run_reward(config, workdir: str) -> dict:
+    """Trains, normalizes and saves the reward model; returns its final metrics."""
+    mesh, rules = stage.mesh_and_rules(config)
+    shard = (jax.process_index(), jax.process_count())
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        tokenizer = load_tokenizer_for(config)
+        sources, report = data.prepare("comparison", stage.data_config(config, workdir), workdir,
+                                       tokenizer)
+        stage.announce("rm", report)
+        encode_one = functools.partial(_encode_comparison, tokenizer, config.data)
+        batch = stage.local_batch(config)
+        steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
+        model_config, pretrained = initial_weights(config, mesh, rules)
+        model = ScalarHeadModel(model_config)
+        state, abstract = create_train_state(
+            model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
+            jax.random.key(config.seed), np.zeros((1, 8), np.int32),
+            None if pretrained is None else {"trunk": pretrained["trunk"]})
+        evaluate = ranking_accuracy(model, split_records(sources["validation"], "comparison", shard),
+                                    encode_one, batch, mesh, rules)
+        step = jax.jit(functools.partial(reward_step, model=model,
+                                         microbatches=config.microbatches), donate_argnums=0)
+        stream = comparison_stream(sources["train"], encode_one, batch_size=batch,
+                                   seed=config.seed, shard=shard)
+        state = train(step, state, abstract, stream, jax.random.key(config.seed + 1),
+                      config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
+                      mesh=mesh, rules=rules, evaluate=evaluate, count_units=_pairs)
+        demonstrations = _demonstration_rows(config, workdir, tokenizer)
+        offset = mean_reward(model, state.params, demonstrations, batch, mesh, rules)
+        params = center_reward(state.params, offset)
+        result = dict(validation=evaluate(state), demonstration_offset=offset,
+                      demonstration_mean_after=mean_reward(model, params, demonstrations, batch,
+                                                           mesh, rules))
+        save_scalar_model(os.path.join(workdir, "reward_model"), model_config, params, result,
+                          tokenizer)
+        return result
+
+
+def _encode_comparison(tokenizer, data_config, comparison) -> dict:
+    one = comparison_batch(tokenizer, [comparison], data_config.max_len, data_config.k_max,
+                           data_config.chat, tokenizer.pad_token_id or 0)
+    return {k: v[0] for k, v in one.items()}
+
+
+def _pairs(batch: dict) -> int:
+    k = np.sum(batch["valid"], axis=1)
+    return int(np.sum(k * (k - 1) // 2))
+
+
+def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size: int, mesh, rules):
+    """``evaluate(state)``: K-wise ``loss``, pairwise ``accuracy`` (overall and
+    ``accuracy/<labeler>`` per labeler id) and reward ``reward_mean``/``reward_std`` over the
+    responses of all validation comparisons."""
+    labelers = sorted({c.labeler_id for c in comparisons if c.labeler_id is not None})
+    rows = {k: np.stack([encode_one(c)[k] for c in comparisons])
+            for k in ("tokens", "mask", "rank", "valid")}
+    index = {name: i for i, name in enumerate(labelers)}
+    rows["labeler"] = np.array([index.get(c.labeler_id, -1) for c in comparisons], np.int32)
+    batches = [parallel.shard_batch(b, mesh, rules) for b in padded_batches(rows, batch_size)]
+
+    @jax.jit
+    def sums(params, b):
+        rewards = score_responses(model, params, b["tokens"], b["mask"])
+        per = per_prompt_ranking(rewards, b["rank"], b["valid"])
+        by_labeler = jax.nn.one_hot(b["labeler"], max(len(labelers), 1))  # (B, L); -1 → zeros
+        valid = b["valid"].astype(jnp.float32)
+        rewards = jnp.where(b["valid"], rewards, 0.0)
+        return dict(loss=jnp.sum(per["loss"]), prompts=jnp.sum(per["pairs"] > 0),
+                    correct=jnp.sum(per["correct_pairs"]), pairs=jnp.sum(per["pairs"]),
+                    correct_by=per["correct_pairs"] @ by_labeler, pairs_by=per["pairs"] @ by_labeler,
+                    reward_sum=jnp.sum(rewards), reward_sq=jnp.sum(rewards ** 2),
+                    responses=jnp.sum(valid))
+
+    def evaluate(state) -> dict:
+        total = None
+        for b in batches:
+            out = jax.device_get(sums(state.params, b))
+            total = out if total is None else jax.tree.map(np.add, total, out)
+        mean = total["reward_sum"] / total["responses"]
+        metrics = dict(loss=total["loss"] / max(total["prompts"], 1),
+                       accuracy=total["correct"] / max(total["pairs"], 1), reward_mean=mean,
+                       reward_std=np.sqrt(max(total["reward_sq"] / total["responses"] - mean ** 2, 0)))
+        for name, i in index.items():
+            metrics[f"accuracy/{name}"] = total["correct_by"][i] / max(total["pairs_by"][i], 1)
+        return {k: float(v) for k, v in metrics.items()}
+
+    return evaluate
+
+
+def _demonstration_rows(config, workdir: str, tokenizer) -> dict:
+    """Prompt + response token rows (N, T) of this process's share of ``config.normalize``'s
+    demonstrations (at most ``max_records`` in all)."""
+    section = stage.data_config(config, workdir, "normalize")
+    demos, _ = read_jsonl(section.path, "demonstration", on_error=section.on_error)
+    demos = demos[:section.max_records][jax.process_index()::jax.process_count()]
+    tokens = np.full((len(demos), config.data.max_len), tokenizer.pad_token_id or 0, np.int32)
+    mask = np.zeros_like(tokens)
+    for row, d in enumerate(demos):
+        ids = truncate(*encode(tokenizer, d.prompt, d.response, config.data.chat),
+                       config.data.max_len).tokens
+        tokens[row, :len(ids)], mask[row, :len(ids)] = ids, 1
+    return dict(tokens=tokens, mask=mask)
+
+
+def mean_reward(model: ScalarHeadModel, params, rows: dict, batch_size: int, mesh, rules) -> float:
+    """Mean reward of the rows (padding rows, all-zero masks, excluded)."""
+
+    @jax.jit
+    def sums(params, b):
+        rewards = score_responses(model, params, b["tokens"][:, None], b["mask"][:, None])[:, 0]
+        real = jnp.any(b["mask"] > 0, axis=1)
+        return jnp.sum(jnp.where(real, rewards, 0.0)), jnp.sum(real)
+
+    total = np.zeros(2)
+    for b in padded_batches(rows, batch_size):
+        total += np.asarray(jax.device_get(sums(params, parallel.shard_batch(b, mesh, rules))))
+    return float(total[0] / max(total[1], 1))

@@ -1,0 +1,80 @@
+"""Step 1 of InstructGPT: supervised fine-tuning on demonstrations.
+
+``run_sft(config, workdir)`` prepares the demonstrations (``pipeline.data``),
+streams packed rows of them with grain, runs ``sft_step`` on the mesh with the
+paper's optimizer for ``config.epochs`` epochs (or ``config.steps`` updates),
+evaluates loss and perplexity on the validation split, and writes the
+fine-tuned policy as a Hugging Face directory ``workdir/model`` (weights,
+config, tokenizer), which the reward-model and PPO stages load as their ``init``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from rlhf_jax import parallel
+from rlhf_jax.checkpoints import export_hf
+from rlhf_jax.data.loaders import padded_batches, sft_stream, split_records
+from rlhf_jax.data.tokenize import encode, pack, truncate
+from rlhf_jax.models import CausalLM
+from rlhf_jax.pipeline import data, stage
+from rlhf_jax.pipeline.loop import LoopConfig, train
+from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
+from rlhf_jax.train.optim import make_optimizer
+from rlhf_jax.train.sft import sft_loss_terms, sft_step
+
+
+def run_sft(config, workdir: str) -> dict:
+    """Trains, saves ``workdir/model``, returns the final validation metrics."""
+    mesh, rules = stage.mesh_and_rules(config)
+    shard = (jax.process_index(), jax.process_count())
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        tokenizer = load_tokenizer_for(config)
+        sources, report = data.prepare("demonstration", stage.data_config(config, workdir),
+                                       workdir, tokenizer)
+        stage.announce("sft", report)
+        row_len, batch = config.data.max_len, stage.local_batch(config)
+
+        def example(d):
+            return truncate(*encode(tokenizer, d.prompt, d.response, config.data.chat), row_len)
+
+        stream = functools.partial(sft_stream, sources["train"], example, batch_size=batch,
+                                   row_len=row_len, seed=config.seed, shard=shard)
+        steps = config.steps or config.epochs * sum(1 for _ in stream(epochs=1))
+        model_config, pretrained = initial_weights(config, mesh, rules)
+        model = CausalLM(model_config)
+        state, abstract = create_train_state(
+            model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
+            jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
+        evaluate = validation_loss(model, [example(d) for d in split_records(
+            sources["validation"], "demonstration", shard)], row_len, batch, mesh, rules)
+        step = jax.jit(functools.partial(sft_step, model=model, microbatches=config.microbatches),
+                       donate_argnums=0)
+        state = train(step, state, abstract, stream(), jax.random.key(config.seed + 1),
+                      config=stage.loop_config(config, steps, "tokens"), workdir=workdir,
+                      mesh=mesh, rules=rules, evaluate=evaluate,
+                      count_units=lambda b: int(np.sum(b["segment_ids"] > 0)))
+        export_hf(model_config, state.params, os.path.join(workdir, "model"), tokenizer)
+        return evaluate(state)
+
+
+def validation_loss(model: CausalLM, examples, row_len: int, batch_size: int, mesh, rules):
+    """``evaluate(state) -> {loss, perplexity, tokens}`` over all validation examples, packed in
+    order, no dropout; the mean is over response tokens of the whole split."""
+    batches = [parallel.shard_batch(b, mesh, rules)
+               for b in padded_batches(pack(examples, row_len), batch_size)]
+    terms = jax.jit(lambda params, b: sft_loss_terms(model, params, b, None)[:2])
+
+    def evaluate(state) -> dict:
+        sums = np.zeros(2)
+        for b in batches:
+            sums += np.asarray(jax.device_get(terms(state.params, b)), np.float64)
+        loss = sums[0] / max(sums[1], 1.0)
+        return dict(loss=loss, perplexity=float(np.exp(loss)), tokens=sums[1])
+
+    return evaluate

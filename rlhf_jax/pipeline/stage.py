@@ -1,0 +1,65 @@
+"""What every stage reads from its config: mesh, batch, optimizer, loop and data settings.
+
+The config fields are those of ``configs/sft.py`` and ``configs/rm.py``; each
+function turns one group of them into the object the library takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+
+from rlhf_jax import parallel
+from rlhf_jax.feedback import toy
+from rlhf_jax.pipeline.loop import LoopConfig
+from rlhf_jax.train.optim import OptimizerConfig
+
+
+def mesh_and_rules(config):
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    return mesh, parallel.get_rules(config.mesh.rules)
+
+
+def local_batch(config) -> int:
+    """This process's rows of the global ``config.batch_size``."""
+    if config.batch_size % jax.process_count():
+        raise ValueError(f"batch_size={config.batch_size} does not split over "
+                         f"{jax.process_count()} processes")
+    return config.batch_size // jax.process_count()
+
+
+def optimizer_config(config, steps: int) -> OptimizerConfig:
+    return OptimizerConfig(total_steps=steps, **config.optimizer.to_dict())
+
+
+def loop_config(config, steps: int, unit: str) -> LoopConfig:
+    return LoopConfig(steps=steps, eval_every=config.eval_every, save_every=config.save_every,
+                      keep=config.keep_checkpoints, throughput_unit=unit)
+
+
+def data_config(config, workdir: str, section: str = "data") -> ml_collections.ConfigDict:
+    """``config[section]``, with ``path`` pointing at generated toy records when ``toy_records``
+    is set (written once to ``workdir/toy/``)."""
+    section_config = ml_collections.ConfigDict(config[section].to_dict())
+    if section_config.toy_records:
+        kind = section_config.kind
+        path = os.path.join(workdir, "toy", f"{kind}s.jsonl")
+        if not os.path.exists(path) and jax.process_index() == 0:
+            make = toy.demonstrations if kind == "demonstration" else toy.comparisons
+            toy.write_jsonl(make(section_config.toy_records, seed=config.seed), path)
+        section_config.path = path
+    if not section_config.path:
+        raise ValueError(f"config.{section}.path is empty: give a JSON Lines file of "
+                         f"{section_config.kind} records, or set config.{section}.toy_records")
+    return section_config
+
+
+def announce(stage: str, report: dict) -> None:
+    """Prints what the data preparation kept and removed (also in ``workdir/data``)."""
+    if jax.process_index() == 0:
+        print(f"[{stage}] data: {json.dumps({k: v for k, v in report.items() if k != 'skipped_lines'})}")
+        for line in report.get("skipped_lines", []):
+            print(f"[{stage}] skipped: {line}")

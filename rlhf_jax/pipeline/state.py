@@ -1,0 +1,69 @@
+"""A stage's model, tokenizer and train state, created directly in their shardings.
+
+``config.init`` names where weights come from: ``""`` for random weights of
+``config.model`` (a ``ModelConfig`` field dict, e.g. ``configs/models.py``'s
+``tiny``) with the byte-level tokenizer, or a Hugging Face directory or
+``.gguf`` file (the architecture and tokenizer are then the checkpoint's; only
+``dtype``, ``param_dtype``, ``dropout_rate`` and ``remat_policy`` of
+``config.model`` apply).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+from jax.sharding import Mesh
+
+from rlhf_jax import parallel
+from rlhf_jax.checkpoints import load_pretrained, load_tokenizer
+from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
+from rlhf_jax.models import ModelConfig
+
+RUNTIME_FIELDS = ("dtype", "param_dtype", "dropout_rate", "remat_policy")
+
+
+def load_tokenizer_for(config):
+    return load_tokenizer(config.init) if config.init else byte_tokenizer()
+
+
+def initial_weights(config, mesh: Mesh, rules) -> tuple[ModelConfig, Optional[dict]]:
+    """``(ModelConfig, pretrained CausalLM params or None for random init)``."""
+    model = dict(config.model)
+    if not config.init:
+        return ModelConfig.from_dict(model), None
+    loaded, params = load_pretrained(config.init, dtype=model["dtype"],
+                                     param_dtype=model["param_dtype"], mesh=mesh, rules=rules)
+    return loaded.replace(**{k: model[k] for k in RUNTIME_FIELDS}), params
+
+
+def create_train_state(module: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, rules,
+                       rng: jax.Array, example: jax.Array,
+                       replace: Optional[dict] = None) -> tuple[TrainState, Any]:
+    """``(state, abstract state)``: a fresh TrainState laid out by the rules.
+
+    Parameters are initialised from ``rng``, then the top-level subtrees in
+    ``replace`` (for example ``{'trunk': pretrained trunk}``) are swapped in; the
+    optimizer state starts from the final parameters.
+    """
+
+    def create(r):
+        return TrainState.create(apply_fn=module.apply, params=module.init(r, example)["params"],
+                                 tx=tx)
+
+    abstract, shardings = parallel.abstract_state(create, mesh, rules, rng)
+
+    def build(r, pretrained):
+        params = nn.meta.unbox(module.init(r, example)["params"])
+        return TrainState.create(apply_fn=module.apply, params=dict(params, **pretrained), tx=tx)
+
+    state = jax.jit(build, out_shardings=shardings)(rng, replace or {})
+    return state, abstract
+
+
+def example_tokens(batch: int = 1, length: int = 8) -> jax.Array:
+    return jnp.zeros((batch, length), jnp.int32)
