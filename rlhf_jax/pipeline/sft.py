@@ -23,7 +23,7 @@ from rlhf_jax.data.loaders import padded_batches, sft_stream, split_records
 from rlhf_jax.data.tokenize import encode, pack, truncate
 from rlhf_jax.models import CausalLM
 from rlhf_jax.pipeline import data, stage
-from rlhf_jax.pipeline.loop import LoopConfig, train
+from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
 from rlhf_jax.train.optim import make_optimizer
 from rlhf_jax.train.sft import sft_loss_terms, sft_step

@@ -1,0 +1,119 @@
+"""The SFT and reward-model stages end to end on the tiny presets: learning, resumption, safety."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from configs import rm, sft
+from experiments.train import run
+from rlhf_jax.checkpoints import load_pretrained
+from rlhf_jax.checkpoints.scalar_model import load_scalar_model
+from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.pipeline import metrics
+from rlhf_jax.pipeline.metrics import NonFiniteError, read_metrics
+
+
+def tiny(stage, records, **fields):
+    config = (sft if stage == "sft" else rm).get_config(f"tiny,records={records}")
+    config.eval_every = 0
+    config.data.max_len = 160
+    config.optimizer.warmup_steps = 2
+    for key, value in fields.items():
+        section, _, name = key.rpartition("__")
+        (config[section] if section else config)[name] = value
+    return config
+
+
+def test_tiny_sft_lowers_validation_loss_and_exports_a_loadable_model(tmp_path):
+    result = run(tiny("sft", 400, steps=40), str(tmp_path))
+    val = read_metrics(str(tmp_path), "validation")
+    assert [r["step"] for r in val] == [0, 40]
+    assert val[1]["loss"] < 0.5 * val[0]["loss"], val
+    assert result["loss"] == pytest.approx(val[1]["loss"])
+    config, params = load_pretrained(str(tmp_path / "model"))
+    assert config.n_layers == 2 and set(params) == {"trunk", "lm_head"}
+    report = json.load(open(tmp_path / "data" / "demonstration_report.json"))
+    assert report["read"] == 400 and report["train_records"] > report["validation_records"] > 0
+
+
+def test_tiny_reward_model_beats_chance_and_is_normalized(tmp_path):
+    result = run(tiny("rm", 600, steps=60), str(tmp_path))
+    val = read_metrics(str(tmp_path), "validation")
+    assert val[-1]["accuracy"] > 0.8 and val[-1]["accuracy"] > val[0]["accuracy"] + 0.1, val
+    labelers = {k for k in val[-1] if k.startswith("accuracy/")}
+    assert labelers == {"accuracy/l0", "accuracy/l1", "accuracy/l2", "accuracy/l3"}
+    # The noisiest labeler (l3) disagrees with the learned preference most often.
+    assert min(labelers, key=lambda k: val[-1][k]) == "accuracy/l3"
+    assert abs(result["demonstration_mean_after"]) < 1e-4
+    assert abs(result["demonstration_offset"]) > 1e-2
+    config, params, info = load_scalar_model(str(tmp_path / "reward_model"))
+    assert info["demonstration_offset"] == pytest.approx(result["demonstration_offset"])
+    assert params["head"]["bias"].shape == ()
+
+
+def interrupt_at(monkeypatch, step):
+    write = metrics.MetricsLog.write
+
+    def failing(self, s, split, values):
+        if s == step:
+            raise KeyboardInterrupt
+        write(self, s, split, values)
+
+    monkeypatch.setattr(metrics.MetricsLog, "write", failing)
+
+
+def deterministic_rows(workdir):
+    drop = ("step_seconds", "tokens_per_s", "comparisons_per_s")
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(workdir)]
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm"])
+def test_interrupted_run_resumes_exactly(stage, tmp_path, monkeypatch):
+    config = tiny(stage, 300, steps=8, save_every=4, eval_every=4)
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run(config, straight)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 6)
+        with pytest.raises(KeyboardInterrupt):
+            run(config, resumed)
+    assert TrainCheckpoints(os.path.join(resumed, "checkpoints")).latest_step() == 4
+    run(config, resumed)
+    assert deterministic_rows(resumed) == deterministic_rows(straight)
+    if stage == "sft":
+        a, b = (load_file(os.path.join(d, "model", "model.safetensors")) for d in (straight, resumed))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    else:
+        a, b = (load_scalar_model(os.path.join(d, "reward_model"))[1] for d in (straight, resumed))
+        np.testing.assert_array_equal(a["head"]["kernel"], b["head"]["kernel"])
+        np.testing.assert_array_equal(a["trunk"]["embed"]["embedding"],
+                                      b["trunk"]["embed"]["embedding"])
+
+
+def test_non_finite_loss_stops_with_step_and_metric_and_keeps_checkpoints(tmp_path):
+    # Updates of ~1e15 per weight keep step 1 finite and overflow the next forward pass.
+    config = tiny("sft", 200, steps=6, save_every=1, optimizer__learning_rate=1e15,
+                  optimizer__warmup_steps=0, optimizer__clip_norm=0.0)
+    with pytest.raises(NonFiniteError, match=r"step (\d+): train metric '\w+' is (nan|inf)") as e:
+        run(config, str(tmp_path))
+    failed = int(e.value.args[0].split(":")[0].split()[1])
+    assert failed >= 2
+    rows = read_metrics(str(tmp_path), "train")
+    assert [r["step"] for r in rows] == list(range(1, failed)), "every finite step was logged"
+    assert TrainCheckpoints(str(tmp_path / "checkpoints")).latest_step() == failed - 1
+
+
+def test_invalid_lines_are_counted_when_skipping(tmp_path):
+    path = tmp_path / "demos.jsonl"
+    good = [json.dumps(dict(prompt=f"prompt number {i}.", response="ok", user_id=i)) for i in range(60)]
+    path.write_text("\n".join(good[:30] + ['{"prompt": "x"}', "not json"] + good[30:]) + "\n")
+    config = tiny("sft", 0, steps=3, data__path=str(path), data__on_error="skip")
+    run(config, str(tmp_path / "run"))
+    report = json.load(open(tmp_path / "run" / "data" / "demonstration_report.json"))
+    assert report["read"] == 62 and report["skipped_invalid"] == 2
+    assert "demos.jsonl:31: field 'response': missing" in report["skipped_lines"][0]
+    config.data.on_error = "raise"
+    with pytest.raises(ValueError, match="demos.jsonl:31: field 'response': missing"):
+        run(config, str(tmp_path / "strict"))
