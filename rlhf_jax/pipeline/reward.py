@@ -20,10 +20,9 @@ import numpy as np
 
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints.scalar_model import save_scalar_model
-from rlhf_jax.data.collate import comparison_batch
+from rlhf_jax.data.collate import comparison_batch, demonstration_examples
 from rlhf_jax.data.loaders import comparison_stream, padded_batches, split_records
 from rlhf_jax.data.records import read_jsonl
-from rlhf_jax.data.tokenize import encode, truncate
 from rlhf_jax.models import ScalarHeadModel
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
@@ -130,9 +129,9 @@ def _demonstration_rows(config, workdir: str, tokenizer) -> dict:
     demos = demos[:section.max_records][jax.process_index()::jax.process_count()]
     tokens = np.full((len(demos), config.data.max_len), tokenizer.pad_token_id or 0, np.int32)
     mask = np.zeros_like(tokens)
-    for row, d in enumerate(demos):
-        ids = truncate(*encode(tokenizer, d.prompt, d.response, config.data.chat),
-                       config.data.max_len).tokens
+    for row, example in enumerate(demonstration_examples(tokenizer, demos, config.data.max_len,
+                                                         config.data.chat)):
+        ids = example.tokens
         tokens[row, :len(ids)], mask[row, :len(ids)] = ids, 1
     return dict(tokens=tokens, mask=mask)
 

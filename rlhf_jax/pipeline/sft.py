@@ -20,7 +20,8 @@ import numpy as np
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.data.loaders import padded_batches, sft_stream, split_records
-from rlhf_jax.data.tokenize import encode, pack, truncate
+from rlhf_jax.data.collate import demonstration_examples
+from rlhf_jax.data.tokenize import pack
 from rlhf_jax.models import CausalLM
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
@@ -40,9 +41,9 @@ def run_sft(config, workdir: str) -> dict:
         stage.announce("sft", report)
         row_len, batch = config.data.max_len, stage.local_batch(config)
 
-        def example(d):
-            return truncate(*encode(tokenizer, d.prompt, d.response, config.data.chat), row_len)
-
+        examples = functools.partial(demonstration_examples, tokenizer, max_len=row_len,
+                                     chat=config.data.chat)
+        example = lambda d: examples([d])[0]
         stream = functools.partial(sft_stream, sources["train"], example, batch_size=batch,
                                    row_len=row_len, seed=config.seed, shard=shard)
         steps = config.steps or config.epochs * sum(1 for _ in stream(epochs=1))
@@ -51,8 +52,9 @@ def run_sft(config, workdir: str) -> dict:
         state, abstract = create_train_state(
             model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
-        evaluate = validation_loss(model, [example(d) for d in split_records(
-            sources["validation"], "demonstration", shard)], row_len, batch, mesh, rules)
+        evaluate = validation_loss(
+            model, examples(split_records(sources["validation"], "demonstration", shard)),
+            row_len, batch, mesh, rules)
         step = jax.jit(functools.partial(sft_step, model=model, microbatches=config.microbatches),
                        donate_argnums=0)
         state = train(step, state, abstract, stream(), jax.random.key(config.seed + 1),

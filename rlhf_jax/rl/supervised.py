@@ -16,7 +16,11 @@ def next_token_loss(logits: jax.Array, tokens: jax.Array,
     each packed example). Returning the sum and its count, not the mean, keeps
     gradient accumulation over microbatches exact: divide once, at the end.
     """
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    target_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    mask = loss_mask[:, 1:].astype(jnp.float32)
-    return -jnp.sum(target_logp * mask), jnp.sum(mask)
+    # −log p(x_{t+1}) = logsumexp(logits_t) − logits_t[x_{t+1}], with targets shifted left
+    # rather than logits sliced: slicing (B, T, V) logits costs a padded copy in the backward.
+    logits = logits.astype(jnp.float32)
+    targets = jnp.roll(tokens, -1, axis=1)
+    mask = jnp.roll(loss_mask, -1, axis=1).at[:, -1].set(0).astype(jnp.float32)
+    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    nll = jax.nn.logsumexp(logits, axis=-1) - target_logits
+    return jnp.sum(nll * mask), jnp.sum(mask)
