@@ -30,6 +30,34 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
     return nn.with_logical_constraint(x, tuple(names))
 
 
+@jax.custom_vjp
+def mixed_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x (…, K) · w (K, N)`` with low-precision inputs and float32 accumulation, both ways.
+
+    Forward: the float32 product of the (bfloat16) inputs. Backward: the float32
+    cotangent g is cast to the inputs' dtype, so ``dx = g·wᵀ`` and ``dw = xᵀ·g``
+    also run as bfloat16 × bfloat16 → float32 matmuls (what torch autocast does),
+    not as float32 × bfloat16 products, which XLA runs at float32 speed.
+    """
+    return jnp.dot(x, w, preferred_element_type=F32)
+
+
+def _mixed_matmul_fwd(x, w):
+    return mixed_matmul(x, w), (x, w)
+
+
+def _mixed_matmul_bwd(residuals, g):
+    x, w = residuals
+    g = g.astype(x.dtype)
+    lead = tuple(range(x.ndim - 1))
+    dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())), preferred_element_type=F32)
+    dw = jax.lax.dot_general(x, g, ((lead, lead), ((), ())), preferred_element_type=F32)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+
+
 class Dense(nn.Module):
     """``y = x·W + b``, contracting the last ``n_contract`` dims of x with the first of W.
 
@@ -52,9 +80,13 @@ class Dense(nn.Module):
                             self.shape, cfg.weights_dtype)
         batch_dims, out_dims = x.shape[:x.ndim - self.n_contract], self.shape[self.n_contract:]
         contract = math.prod(self.shape[:self.n_contract])
-        y = jnp.dot(x.reshape(*batch_dims, contract).astype(cfg.compute_dtype),
-                    kernel.reshape(contract, -1).astype(cfg.compute_dtype),
-                    preferred_element_type=F32).reshape(*batch_dims, *out_dims)
+        x = x.reshape(*batch_dims, contract).astype(cfg.compute_dtype)
+        kernel = kernel.reshape(contract, -1).astype(cfg.compute_dtype)
+        if cfg.compute_dtype == F32:
+            y = jnp.dot(x, kernel, preferred_element_type=F32)
+        else:
+            y = mixed_matmul(x, kernel)
+        y = y.reshape(*batch_dims, *out_dims)
         if self.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(
                 nn.initializers.zeros, self.names[self.n_contract:]), out_dims, cfg.weights_dtype)
