@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 from jax.sharding import Mesh
@@ -63,7 +62,3 @@ def create_train_state(module: nn.Module, tx: optax.GradientTransformation, mesh
 
     state = jax.jit(build, out_shardings=shardings)(rng, replace or {})
     return state, abstract
-
-
-def example_tokens(batch: int = 1, length: int = 8) -> jax.Array:
-    return jnp.zeros((batch, length), jnp.int32)
