@@ -198,19 +198,26 @@ class CausalLM(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
-                 cache: Optional[KVCache] = None, logit_index: Optional[jax.Array] = None):
-        """``logit_index`` (B,): compute the logits at that position of each row only, (B, 1, V)."""
+                 cache: Optional[KVCache] = None, logit_index: Optional[jax.Array] = None,
+                 logit_range: Optional[tuple[int, int]] = None, return_hidden: bool = False):
+        """``logit_index`` (B,): compute the logits at that position of each row only, (B, 1, V).
+        ``logit_range=(start, stop)``: the logits of positions start … stop−1 only.
+        ``return_hidden``: return ``(logits, final hidden states)`` at the same positions."""
         cfg = self.config
         trunk = Decoder(cfg, name="trunk")
         h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, cache)
         if logit_index is not None:
             h = jnp.take_along_axis(h, logit_index[:, None, None], axis=1)
+        if logit_range is not None:
+            h = h[:, logit_range[0]:logit_range[1]]
         if cfg.tie_embeddings:
             logits = trunk.attend(h)
         else:
             logits = Dense(cfg, (cfg.d_model, cfg.vocab_size), (ax.EMBED, ax.VOCAB),
                            name="lm_head")(h)
         logits = constrain(logits, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_VOCAB))
+        if return_hidden:
+            return logits, h
         return logits if cache is None else (logits, new_cache)
 
 

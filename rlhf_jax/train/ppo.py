@@ -1,0 +1,156 @@
+"""PPO and PPO-ptx updates of the policy and its value function.
+
+``ppo_step`` is one minibatch update of ``params = {'policy', 'value'}`` (one
+TrainState whose optimizer gives each subtree its own AdamW and learning rate,
+``ppo_optimizer``); ``ppo_update`` runs the epochs × minibatches of one
+iteration, then moves the policy's EMA and the KL coefficient. The loss of a
+minibatch with T valid response tokens (and, for PPO-ptx, T_ptx pretraining
+tokens)::
+
+    L = (Σ_t ℓ^policy_t + c_V·Σ_t ℓ^value_t − c_H·Σ_t H_t) / T  +  γ·Σ −log π(x_ptx) / T_ptx
+
+so the PPO-ptx objective of the paper, E[r − β·KL] + γ·E_pretrain[log π], is
+maximized.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from rlhf_jax.rl.kl import entropy
+from rlhf_jax.rl.ppo import policy_loss, value_loss
+from rlhf_jax.rl.supervised import next_token_loss
+from rlhf_jax.train.accumulate import accumulated_update
+from rlhf_jax.train.actor_critic import ActorCritic, token_logprobs
+from rlhf_jax.train.optim import OptimizerConfig, make_optimizer
+from rlhf_jax.train.ppo_config import PPOConfig
+from rlhf_jax.train.rollout import Experience
+
+MINIBATCH_FIELDS = ("sequences", "sequence_mask", "response", "response_mask", "logprobs",
+                    "values", "advantages", "returns")
+
+
+@flax.struct.dataclass
+class PPOState:
+    """Everything PPO updates; saved whole in checkpoints."""
+
+    train: TrainState  # params {'policy', 'value'} and both optimizers' states
+    ema: Any  # exponential moving average of the policy params
+    kl_coef: jax.Array  # β, the KL controller's state
+    iteration: jax.Array  # completed iterations
+
+
+def ppo_optimizer(policy: OptimizerConfig, value: OptimizerConfig) -> optax.GradientTransformation:
+    """Separate AdamW (and clipping) for ``params['policy']`` and ``params['value']``."""
+    return optax.multi_transform({"policy": make_optimizer(policy), "value": make_optimizer(value)},
+                                 lambda params: {k: k for k in params})
+
+
+def init_ppo_state(params: dict, tx: optax.GradientTransformation, config: PPOConfig) -> PPOState:
+    return PPOState(train=TrainState.create(apply_fn=None, params=params, tx=tx),
+                    ema=jax.tree.map(jnp.copy, params["policy"]),
+                    kl_coef=jnp.float32(config.kl.init_coef), iteration=jnp.int32(0))
+
+
+def ppo_loss_terms(models: ActorCritic, config: PPOConfig, totals: dict, params, batch: dict):
+    """``(L of this microbatch, its share of the minibatch, metric sums)``; L is normalized by the
+    whole minibatch's ``totals`` (``tokens``, ``ptx_tokens``), so the shares add up to 1."""
+    mask = batch["response_mask"].astype(jnp.float32)
+    logits, values = models.response_outputs(params, batch["sequences"], batch["sequence_mask"],
+                                             batch["sequences"].shape[1] - mask.shape[1])
+    logprobs = token_logprobs(logits, batch["response"])
+    pg_sum, pg_metrics = policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask,
+                                     config.clip_ratio)
+    vf_sum, vf_metrics = value_loss(values, batch["values"], batch["returns"], mask,
+                                    config.value_clip)
+    total = pg_sum + config.value_coef * vf_sum
+    sums = dict(pg_metrics, **vf_metrics, policy_loss=pg_sum, value_loss=vf_sum,
+                tokens=jnp.sum(mask))
+    if config.entropy_coef:
+        ent_sum = jnp.sum(entropy(logits) * mask)
+        total, sums["entropy"] = total - config.entropy_coef * ent_sum, ent_sum
+    total = total / jnp.maximum(totals["tokens"], 1.0)
+    if "ptx" in batch:
+        ptx = batch["ptx"]
+        ptx_logits = models.policy.apply({"params": params["policy"]}, ptx["tokens"],
+                                         segment_ids=ptx["segment_ids"])
+        ptx_sum, ptx_count = next_token_loss(ptx_logits, ptx["tokens"], ptx["loss_mask"])
+        total = total + config.ptx_coef * ptx_sum / jnp.maximum(totals["ptx_tokens"], 1.0)
+        sums.update(ptx_loss=ptx_sum, ptx_tokens=ptx_count)
+    return total, jnp.float32(1.0 / config.microbatches), sums
+
+
+def ppo_step(train: TrainState, minibatch: dict, rng: jax.Array, *, models: ActorCritic,
+             config: PPOConfig) -> tuple[TrainState, dict]:
+    """One update of policy and value on a minibatch of experience (fields ``MINIBATCH_FIELDS``,
+    plus ``ptx``: pretraining rows ``tokens``, ``segment_ids``, ``loss_mask`` for PPO-ptx).
+
+    Metrics are means per valid token (``policy_loss``, ``value_loss``,
+    ``clip_fraction``, ``approx_kl``, ``ratio_dev``, ``value_clip_fraction``,
+    ``entropy`` if used), ``ptx_loss`` per pretraining token, and the update's norms.
+    """
+    totals = dict(tokens=jnp.sum(minibatch["response_mask"]).astype(jnp.float32))
+    if "ptx" in minibatch:
+        # next_token_loss predicts the tokens after the first of each row
+        totals["ptx_tokens"] = jnp.sum(minibatch["ptx"]["loss_mask"][:, 1:]).astype(jnp.float32)
+    loss_terms = lambda params, batch, _: ppo_loss_terms(models, config, totals, params, batch)
+    train, m = accumulated_update(train, minibatch, rng, loss_terms, config.microbatches)
+    per_token = lambda key: m[key] / jnp.maximum(m["tokens"], 1.0)
+    metrics = dict(loss=m["loss"], grad_norm=m["grad_norm"], update_norm=m["update_norm"],
+                   policy_loss=per_token("policy_loss"), value_loss=per_token("value_loss"),
+                   clip_fraction=per_token("clipped"), approx_kl=per_token("approx_kl"),
+                   ratio_dev=per_token("ratio_dev"),
+                   value_clip_fraction=per_token("value_clipped"))
+    if "entropy" in m:
+        metrics["entropy_bonus"] = per_token("entropy")
+    if "ptx_loss" in m:
+        metrics["ptx_loss"] = m["ptx_loss"] / jnp.maximum(m["ptx_tokens"], 1.0)
+    return train, metrics
+
+
+def ppo_update(state: PPOState, experience: Experience, ptx: Optional[dict], rng: jax.Array, *,
+               models: ActorCritic, config: PPOConfig) -> tuple[PPOState, dict]:
+    """One iteration's optimization: ``config.epochs`` passes, each over ``config.minibatches``
+    minibatches of a fresh permutation of the episodes (the pretraining rows ``ptx`` are cut
+    into as many slices, the same every pass); then EMA and KL-coefficient updates.
+
+    Metrics: the mean over all minibatch updates of ``ppo_step``'s metrics, the first
+    update's ``ratio_dev_first`` (0 when rollout and training agree) and the new ``kl_coef``.
+    """
+    episodes = experience.response.shape[0]
+    n_mb = config.minibatches
+    if episodes % n_mb:
+        raise ValueError(f"{episodes} episodes do not split into {n_mb} minibatches")
+    data = {k: getattr(experience, k) for k in MINIBATCH_FIELDS}
+    keys = jax.random.split(rng, config.epochs + 1)
+    order = jnp.concatenate([jax.random.permutation(k, episodes) for k in keys[1:]])
+    order = order.reshape(config.epochs * n_mb, episodes // n_mb)
+    ptx_slices = None
+    if ptx is not None:
+        ptx_slices = jax.tree.map(lambda x: x.reshape(n_mb, x.shape[0] // n_mb, *x.shape[1:]), ptx)
+
+    def body(train, xs):
+        index, rows = xs
+        minibatch = jax.tree.map(lambda x: x[rows], data)
+        if ptx_slices is not None:
+            minibatch["ptx"] = jax.tree.map(lambda x: x[index % n_mb], ptx_slices)
+        return ppo_step(train, minibatch, jax.random.fold_in(keys[0], index), models=models,
+                        config=config)
+
+    train, per_update = jax.lax.scan(body, state.train, (jnp.arange(order.shape[0]), order))
+    metrics = jax.tree.map(jnp.mean, per_update)
+    metrics["ratio_dev_first"] = per_update["ratio_dev"][0]
+    observed_kl = jnp.mean(jnp.sum((experience.logprobs - experience.ref_logprobs)
+                                   * experience.response_mask, axis=1))
+    kl_coef = config.kl.update(state.kl_coef, observed_kl, episodes)
+    decay = config.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p.astype(e.dtype), state.ema,
+                       train.params["policy"])
+    metrics["kl_coef_next"] = kl_coef
+    return PPOState(train=train, ema=ema, kl_coef=kl_coef, iteration=state.iteration + 1), metrics

@@ -1,0 +1,33 @@
+"""PPO's settings; the defaults are the paper's (Ouyang et al. 2022, appendix C.4)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rlhf_jax.rl.kl import KLController
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    clip_ratio: float = 0.2  # ε of the policy ratio
+    value_clip: float = 0.2  # ε_V of the value change
+    value_coef: float = 1.0  # weight of the value loss (its own optimizer sets its step size)
+    entropy_coef: float = 0.0  # entropy bonus (the paper: none)
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE λ
+    whiten_advantages: bool = True
+    whiten_scores: bool = False  # normalize the final scores over each batch
+    missing_stop_penalty: float = 0.0  # subtracted from the score of a response with no stop token
+    kl: KLController = KLController()
+    ptx_coef: float = 0.0  # γ of PPO-ptx (the paper: 27.8); 0 is plain PPO
+    epochs: int = 1  # passes over each batch of episodes
+    minibatches: int = 1  # updates per pass (the paper: 8 of 64 episodes)
+    microbatches: int = 1  # gradient accumulation inside one update
+    ema_decay: float = 0.992  # EMA of the policy weights, for evaluation and export
+
+    def __post_init__(self):
+        for name in ("epochs", "minibatches", "microbatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PPOConfig.{name}={getattr(self, name)} must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"PPOConfig.ema_decay={self.ema_decay} must be in [0, 1)")

@@ -1,0 +1,139 @@
+"""PPO's rollout: sample responses with the policy, score them, shape the rewards, estimate advantages.
+
+``rollout`` makes two jitted calls: ``generate`` (the sampler) and
+``score_samples``, one program that runs the policy and value forward passes
+(the training-time computation, so π/π_old is exactly 1 at the first update),
+the reference policy, the reward function, the KL-shaped rewards and GAE.
+The four models are separate parameter trees on one mesh; the reference and
+the reward model are only read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
+from rlhf_jax.rl.advantages import explained_variance, gae, masked_mean, whiten
+from rlhf_jax.rl.kl import entropy, exact_kl, kl_estimate
+from rlhf_jax.rl.rewards import final_scores, kl_shaped_rewards
+from rlhf_jax.sampling import SamplingConfig, generate
+from rlhf_jax.sampling.generate import Samples
+from rlhf_jax.train.actor_critic import ActorCritic, token_logprobs
+from rlhf_jax.train.ppo_config import PPOConfig
+
+# reward_fn(reward_params, samples) -> scores (B,), before the missing-stop penalty.
+RewardFn = Callable[[Any, Samples], jax.Array]
+
+
+def reward_model_fn(model: ScalarHeadModel) -> RewardFn:
+    """The reward model's score of prompt + response, read at the last real token."""
+    return lambda params, samples: model.apply({"params": params}, samples.sequences,
+                                               attention_mask=samples.sequence_mask)
+
+
+def token_count_fn(token: int) -> RewardFn:
+    """A known toy reward: how many times ``token`` occurs in the response (no parameters)."""
+    return lambda params, samples: jnp.sum((samples.response == token) * samples.response_mask,
+                                           axis=1).astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class Experience:
+    """One batch of episodes, (B, N) per token unless noted; P = ``prompt_length``."""
+
+    sequences: jax.Array  # (B, P+N) prompt and response, as generated
+    sequence_mask: jax.Array  # (B, P+N)
+    response: jax.Array  # tokens y_t
+    response_mask: jax.Array  # 1 up to and including the stop token
+    logprobs: jax.Array  # log π_old(y_t), from the training forward pass
+    ref_logprobs: jax.Array  # log π_SFT(y_t)
+    values: jax.Array  # V_old(s_t)
+    rewards: jax.Array  # KL-shaped r_t
+    advantages: jax.Array  # GAE, whitened if configured
+    returns: jax.Array  # A_t + V_old(s_t) (before whitening)
+    scores: jax.Array  # (B,) final scores s(x, y) after the missing-stop penalty
+    prompt_length: int = flax.struct.field(pytree_node=False)
+
+
+def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: jax.Array, *,
+                  models: ActorCritic, reference: CausalLM, reward_fn: RewardFn,
+                  config: PPOConfig, stop_tokens: tuple[int, ...]) -> tuple[Experience, dict]:
+    """``(experience, metrics)`` of sampled responses; metrics are batch means (per episode or per
+    valid token) of the score, KL (k1, k3 and exact), entropy, length and value fit."""
+    p = samples.prompt_length
+    mask = samples.response_mask.astype(jnp.float32)
+    logits, values = models.response_outputs(params, samples.sequences, samples.sequence_mask, p)
+    logprobs = token_logprobs(logits, samples.response)
+    ref_logits = reference.apply({"params": ref_params}, samples.sequences,
+                                 attention_mask=samples.sequence_mask,
+                                 logit_range=(p - 1, samples.sequences.shape[1] - 1))
+    ref_logprobs = token_logprobs(ref_logits, samples.response)
+    last = jnp.maximum(jnp.sum(samples.response_mask, axis=1) - 1, 0)
+    last_token = jnp.take_along_axis(samples.response, last[:, None], axis=1)[:, 0]
+    stopped = jnp.isin(last_token, jnp.asarray(stop_tokens or (-1,))) & (jnp.sum(mask, 1) > 0)
+    raw_scores = reward_fn(reward_params, samples).astype(jnp.float32)
+    scores = final_scores(raw_scores, stopped, config.missing_stop_penalty, config.whiten_scores)
+    rewards, kl = kl_shaped_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
+    values = values * mask
+    advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
+    if config.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    experience = Experience(
+        sequences=samples.sequences, sequence_mask=samples.sequence_mask,
+        response=samples.response, response_mask=samples.response_mask, logprobs=logprobs,
+        ref_logprobs=ref_logprobs, values=values, rewards=rewards, advantages=advantages,
+        returns=returns, scores=scores, prompt_length=p)
+    metrics = dict(
+        score=jnp.mean(raw_scores), final_score=jnp.mean(scores),
+        kl=jnp.mean(jnp.sum(kl, axis=1)),  # per episode, k1: what the penalty and controller use
+        kl_k3_per_token=masked_mean(kl_estimate(logprobs - ref_logprobs, "k3"), mask),
+        kl_exact_per_token=masked_mean(exact_kl(logits, ref_logits), mask),
+        entropy=masked_mean(entropy(logits), mask),
+        response_length=jnp.mean(jnp.sum(mask, axis=1)), stopped=jnp.mean(stopped),
+        value_mean=masked_mean(values, mask), return_mean=masked_mean(returns, mask),
+        explained_variance=explained_variance(values, returns, mask),
+        kl_coef=kl_coef,
+        # How far the sampler's log-probs are from the training forward pass (precision only).
+        sampler_logprob_gap=jnp.max(jnp.abs(samples.raw_logprobs - logprobs) * mask))
+    return experience, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """``rollout(params, ref_params, reward_params, prompt_ids, prompt_mask, rng, kl_coef)``,
+    compiled once per shape: returns ``(experience, metrics)`` with ``generate_s`` and
+    ``score_s``, the seconds of each of its two jitted calls."""
+
+    models: ActorCritic
+    reference: CausalLM
+    reward_fn: RewardFn
+    config: PPOConfig
+    sampling: SamplingConfig
+
+    @functools.cached_property
+    def _score(self):
+        return jax.jit(functools.partial(
+            score_samples, models=self.models, reference=self.reference, reward_fn=self.reward_fn,
+            config=self.config, stop_tokens=self.sampling.stop_tokens))
+
+    @property
+    def policy_config(self) -> ModelConfig:
+        return self.models.policy.config
+
+    def __call__(self, params, ref_params, reward_params, prompt_ids, prompt_mask, rng,
+                 kl_coef) -> tuple[Experience, dict]:
+        began = time.perf_counter()
+        samples = jax.block_until_ready(generate(self.policy_config, params["policy"], prompt_ids,
+                                                 prompt_mask, rng, self.sampling))
+        generated = time.perf_counter()
+        experience, metrics = jax.block_until_ready(
+            self._score(params, ref_params, reward_params, samples, kl_coef))
+        return experience, dict(metrics, generate_s=generated - began,
+                                score_s=time.perf_counter() - generated)
