@@ -49,7 +49,9 @@ class _RecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _split_generators(self, dl_manager):
         if self._splits is None:
             raise ValueError(f"{self.name}: not prepared in {self.data_dir}, and no records given")
-        return {name: self._generate_examples(records) for name, records in self._splits.items()}
+        # An empty split (say, no test users) is not written: TFDS cannot store one.
+        return {name: self._generate_examples(records) for name, records in self._splits.items()
+                if records}
 
     def _generate_examples(self, records):
         for index, record in enumerate(records):

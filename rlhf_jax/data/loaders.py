@@ -19,7 +19,7 @@ import grain.experimental
 import numpy as np
 
 from rlhf_jax.data.datasets import to_record
-from rlhf_jax.data.records import Comparison, Demonstration
+from rlhf_jax.data.records import Comparison, Demonstration, Prompt
 from rlhf_jax.data.tokenize import Example
 
 Shard = tuple[int, int]  # (this process, process count)
@@ -32,23 +32,24 @@ def _records(source, kind: str, seed: int, shard: Shard, epochs) -> grain.MapDat
 
 
 def sft_stream(source, encode: Callable[[Demonstration], Example], *, batch_size: int,
-               row_len: int, seed: int, shard: Shard = (0, 1),
-               epochs: Optional[int] = None) -> grain.IterDataset:
+               row_len: int, seed: int, shard: Shard = (0, 1), epochs: Optional[int] = None,
+               kind: str = "demonstration") -> grain.IterDataset:
     """Batches of ``batch_size`` rows of ``row_len`` tokens, examples packed first-fit.
 
     Each batch: ``tokens``, ``segment_ids`` (1, 2, … per example, 0 on padding)
     and ``loss_mask`` (response tokens, never an example's first token), (B, T)
     int32, as ``sft_step`` takes them. Endless unless ``epochs`` is given (to count
-    the batches of an epoch).
+    the batches of an epoch). With ``kind='pretrain'`` the records are pretraining
+    texts (``encode`` then marks every token for the loss): PPO-ptx's rows.
     """
 
-    def arrays(record: Demonstration) -> dict:
+    def arrays(record) -> dict:
         example = encode(record)
         loss_mask = np.asarray(example.loss_mask, np.int32)
         loss_mask[0] = 0  # the first token of an example is not predicted from the one before
         return dict(tokens=np.asarray(example.tokens, np.int32), loss_mask=loss_mask)
 
-    examples = _records(source, "demonstration", seed, shard, epochs).map(arrays).to_iter_dataset()
+    examples = _records(source, kind, seed, shard, epochs).map(arrays).to_iter_dataset()
     packed = grain.experimental.FirstFitPackIterDataset(
         examples, length_struct=dict(tokens=row_len, loss_mask=row_len),
         num_packing_bins=batch_size, shuffle_bins=False)
@@ -57,11 +58,12 @@ def sft_stream(source, encode: Callable[[Demonstration], Example], *, batch_size
                        loss_mask=b["loss_mask"]))
 
 
-def comparison_stream(source, encode: Callable[[Comparison], dict], *, batch_size: int,
-                      seed: int, shard: Shard = (0, 1)) -> grain.IterDataset:
-    """Batches of ``batch_size`` prompts, each with its K responses: ``encode`` gives one
-    prompt's ``tokens``, ``mask`` (k_max, T), ``rank`` and ``valid`` (k_max,)."""
-    return (_records(source, "comparison", seed, shard, None).map(encode)
+def record_stream(source, kind: str, encode: Callable[[Comparison | Prompt], dict], *,
+                  batch_size: int, seed: int, shard: Shard = (0, 1)) -> grain.IterDataset:
+    """Endless batches of ``batch_size`` records, each made into fixed-shape arrays by ``encode``:
+    for comparisons one prompt's ``tokens``, ``mask`` (k_max, T), ``rank`` and ``valid``
+    (k_max,); for prompts ``prompt_ids`` and ``prompt_mask`` (T,), left-padded."""
+    return (_records(source, kind, seed, shard, None).map(encode)
             .batch(batch_size, drop_remainder=True).to_iter_dataset())
 
 

@@ -40,8 +40,12 @@ def drop_containing(records: Sequence[R]) -> tuple[list[R], int]:
 
 
 def _user(record) -> str:
-    """The user id, or (for records without one) the prompt itself as its own user."""
-    return record.user_id if record.user_id is not None else "prompt:" + record.prompt
+    """The user id, or (for records without one) the prompt, or a pretraining text, as its own
+    user."""
+    user = getattr(record, "user_id", None)
+    if user is not None:
+        return user
+    return "prompt:" + record.prompt if hasattr(record, "prompt") else "text:" + record.text
 
 
 def cap_per_user(records: Sequence[R], max_per_user: int = 200) -> tuple[list[R], int]:

@@ -24,18 +24,43 @@ def encode(tokenizer, prompt: str, response: str, chat: bool) -> tuple[list[int]
     adds after the generation prompt. Otherwise the raw texts are tokenized and
     the response ends with EOS.
     """
+    head = encode_prompt(tokenizer, prompt, chat)
     if chat:
         user = [{"role": "user", "content": prompt}]
-        head = list(tokenizer.apply_chat_template(user, add_generation_prompt=True,
-                                                  return_dict=True)["input_ids"])
         full = list(tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}],
                                                   return_dict=True)["input_ids"])
         if full[:len(head)] != head:
             raise ValueError("the chat template renders the prompt differently with an answer")
         return head, full[len(head):]
-    head = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     tail = list(tokenizer(response, add_special_tokens=False)["input_ids"])
     return head, tail + [tokenizer.eos_token_id]
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
+    """The ids a response is generated after: with ``chat``, a user turn and the assistant's
+    generation prompt (the tokenizer's chat template); otherwise the raw prompt text."""
+    if chat:
+        user = [{"role": "user", "content": prompt}]
+        return list(tokenizer.apply_chat_template(user, add_generation_prompt=True,
+                                                  return_dict=True)["input_ids"])
+    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def encode_text(tokenizer, text: str, max_len: int) -> Example:
+    """A pretraining text: its ids then EOS, cut to ``max_len``, every token in the loss."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])[:max_len - 1]
+    ids.append(tokenizer.eos_token_id)
+    return Example(tuple(ids), (1,) * len(ids))
+
+
+def left_pad(ids, length: int, pad_token: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, mask)`` of ``length``: the last ``length`` ids, padded on the left."""
+    ids = list(ids)[-length:]
+    out = np.full(length, pad_token, np.int32)
+    mask = np.zeros(length, np.int32)
+    if ids:
+        out[length - len(ids):], mask[length - len(ids):] = ids, 1
+    return out, mask
 
 
 def truncate(prompt: Sequence[int], response: Sequence[int], max_len: int) -> Example:

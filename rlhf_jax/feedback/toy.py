@@ -6,8 +6,10 @@ well-formed sentence, which SFT learns); comparisons hold K = 2..4 responses
 with 0..4 kind words, ranked by quality plus each labeler's own noise (labeler
 ``l3`` is much noisier than the others), so a reward model can learn the
 preference, up to the labelers' disagreement, from a few hundred comparisons.
-Records go to JSON Lines in the formats of ``rlhf_jax.data.records``,
-deterministically from a seed.
+Prompts for PPO come from the same distribution; the pretraining text is
+sentences about the same subjects that never answer a request. Records go to
+JSON Lines in the formats of ``rlhf_jax.data.records``, deterministically from
+a seed; ``GENERATORS`` maps each record kind to its generator.
 """
 
 from __future__ import annotations
@@ -66,6 +68,29 @@ def comparisons(n: int, seed: int = 0, users: int = 40) -> list[dict]:
                         ranking=[int(i) for i in np.argsort(-score)], labeler_id=labeler,
                         user_id=f"u{rng.integers(users)}"))
     return out
+
+
+def prompts(n: int, seed: int = 0, users: int = 40) -> list[dict]:
+    rng = np.random.default_rng([seed, 2])
+    return [dict(prompt=_prompt(rng)[0], user_id=f"u{rng.integers(users)}", category="generation")
+            for _ in range(n)]
+
+
+def pretraining(n: int, seed: int = 0) -> list[dict]:
+    """Narration: ``On a Monday evening a sailor saw the sea; it was warm and dull.``"""
+    rng = np.random.default_rng([seed, 3])
+    words = KIND + UNKIND
+    out = []
+    for _ in range(n):
+        subject, person, day, time = (c[rng.integers(len(c))]
+                                      for c in (SUBJECTS, PEOPLE, DAYS, TIMES))
+        a, b = rng.choice(words, 2, replace=False)
+        out.append(dict(text=f"On a {day} {time} {person} saw {subject}; it was {a} and {b}."))
+    return out
+
+
+GENERATORS = dict(demonstration=demonstrations, comparison=comparisons, prompt=prompts,
+                  pretrain=pretraining)
 
 
 def write_jsonl(records: list[dict], path: str) -> str:

@@ -4,10 +4,11 @@
 ``config.path`` (every bad line raises ``RecordError`` naming file, line and
 field, or with ``config.on_error='skip'`` is skipped and counted), drops prompts
 over ``config.max_prompt_tokens`` tokens, drops prompts that contain another
-prompt, caps records per user at ``config.max_per_user``, splits by user into
+prompt, caps records per user at ``config.max_per_user`` (these three skipped
+for pretraining text, where each text is its own user), splits by user into
 train / validation / test (``config.split_fractions``), writes the splits with
 the TFDS builder of ``kind`` under ``workdir/data`` and the counts of every step
-to ``workdir/data/report.json``. A later run with the same workdir reuses the
+to ``workdir/data/<kind>_report.json``. A later run with the same workdir reuses the
 prepared splits as they are.
 """
 
@@ -43,12 +44,13 @@ def _write(kind: str, config, data_dir: str, tokenizer) -> dict:
     records, read = read_jsonl(config.path, kind, on_error=config.on_error)
     report = dict(source=os.path.abspath(config.path), read=read.kept + len(read.skipped),
                   skipped_invalid=len(read.skipped), skipped_lines=read.skipped[:20])
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    records, report["dropped_long_prompts"] = prompt_filters.drop_long(
-        records, count, config.max_prompt_tokens)
-    records, report["dropped_containing_prompts"] = prompt_filters.drop_containing(records)
-    records, report["dropped_over_user_cap"] = prompt_filters.cap_per_user(
-        records, config.max_per_user)
+    if kind != "pretrain":  # the prompt hygiene concerns prompts only
+        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        records, report["dropped_long_prompts"] = prompt_filters.drop_long(
+            records, count, config.max_prompt_tokens)
+        records, report["dropped_containing_prompts"] = prompt_filters.drop_containing(records)
+        records, report["dropped_over_user_cap"] = prompt_filters.cap_per_user(
+            records, config.max_per_user)
     splits = prompt_filters.split_by_user(records, tuple(config.split_fractions), config.split_seed)
     for name, split in zip(SPLITS, splits):
         if name != "test" and not split:

@@ -21,7 +21,7 @@ import numpy as np
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints.scalar_model import save_scalar_model
 from rlhf_jax.data.collate import comparison_batch, demonstration_examples
-from rlhf_jax.data.loaders import comparison_stream, padded_batches, split_records
+from rlhf_jax.data.loaders import padded_batches, record_stream, split_records
 from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.models import ScalarHeadModel
 from rlhf_jax.pipeline import data, stage
@@ -54,7 +54,7 @@ def run_reward(config, workdir: str) -> dict:
                                     encode_one, batch, mesh, rules)
         step = jax.jit(functools.partial(reward_step, model=model,
                                          microbatches=config.microbatches), donate_argnums=0)
-        stream = comparison_stream(sources["train"], encode_one, batch_size=batch,
+        stream = record_stream(sources["train"], "comparison", encode_one, batch_size=batch,
                                    seed=config.seed, shard=shard)
         state = train(step, state, abstract, stream, jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,

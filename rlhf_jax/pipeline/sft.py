@@ -52,9 +52,10 @@ def run_sft(config, workdir: str) -> dict:
         state, abstract = create_train_state(
             model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
-        evaluate = validation_loss(
+        loss_of = validation_loss(
             model, examples(split_records(sources["validation"], "demonstration", shard)),
             row_len, batch, mesh, rules)
+        evaluate = lambda state: loss_of(state.params)
         step = jax.jit(functools.partial(sft_step, model=model, microbatches=config.microbatches),
                        donate_argnums=0)
         state = train(step, state, abstract, stream(), jax.random.key(config.seed + 1),
@@ -66,16 +67,16 @@ def run_sft(config, workdir: str) -> dict:
 
 
 def validation_loss(model: CausalLM, examples, row_len: int, batch_size: int, mesh, rules):
-    """``evaluate(state) -> {loss, perplexity, tokens}`` over all validation examples, packed in
-    order, no dropout; the mean is over response tokens of the whole split."""
+    """``evaluate(params) -> {loss, perplexity, tokens}`` over all validation examples, packed in
+    order, no dropout; the mean is over the loss-masked tokens of the whole split."""
     batches = [parallel.shard_batch(b, mesh, rules)
                for b in padded_batches(pack(examples, row_len), batch_size)]
     terms = jax.jit(lambda params, b: sft_loss_terms(model, params, b, None)[:2])
 
-    def evaluate(state) -> dict:
+    def evaluate(params) -> dict:
         sums = np.zeros(2)
         for b in batches:
-            sums += np.asarray(jax.device_get(terms(state.params, b)), np.float64)
+            sums += np.asarray(jax.device_get(terms(params, b)), np.float64)
         loss = sums[0] / max(sums[1], 1.0)
         return dict(loss=loss, perplexity=float(np.exp(loss)), tokens=sums[1])
 

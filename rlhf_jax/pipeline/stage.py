@@ -48,8 +48,8 @@ def data_config(config, workdir: str, section: str = "data") -> ml_collections.C
         kind = section_config.kind
         path = os.path.join(workdir, "toy", f"{kind}s.jsonl")
         if not os.path.exists(path) and jax.process_index() == 0:
-            make = toy.demonstrations if kind == "demonstration" else toy.comparisons
-            toy.write_jsonl(make(section_config.toy_records, seed=config.seed), path)
+            toy.write_jsonl(toy.GENERATORS[kind](section_config.toy_records, seed=config.seed),
+                            path)
         section_config.path = path
     if not section_config.path:
         raise ValueError(f"config.{section}.path is empty: give a JSON Lines file of "

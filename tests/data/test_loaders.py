@@ -76,13 +76,13 @@ def test_streams_are_deterministic_and_resume_from_a_saved_state():
     assert any(not np.array_equal(a["tokens"], b["tokens"]) for a, b in zip(straight, other))
 
 
-def test_comparison_stream_and_process_shards():
+def test_record_stream_and_process_shards():
     source = [dict(prompt=f"p{i}".encode(), responses=[b"a", b"b"], ranking=[1, 0],
                    labeler_id=b"", user_id=b"") for i in range(10)]
     encode_one = lambda c: dict(index=np.int32(int(c.prompt[1:])), rank=np.array(c.ranking))
     seen = []
     for process in range(2):
-        it = iter(loaders.comparison_stream(source, encode_one, batch_size=5, seed=0,
+        it = iter(loaders.record_stream(source, "comparison", encode_one, batch_size=5, seed=0,
                                             shard=(process, 2)))
         batch = next(it)
         assert batch["rank"].shape == (5, 2)

@@ -1,0 +1,231 @@
+"""Step 3 of InstructGPT: PPO (and PPO-ptx) of the SFT policy against the frozen reward model.
+
+``run_ppo(config, workdir)`` loads four models onto one mesh: the policy and
+the reference (both from ``config.init``, the SFT model), the reward model
+(``config.reward.path``, as ``run_reward`` saved it; or the toy reward
+``config.reward.token_count``) and the value function (``config.value_init``:
+a copy of the reward model, as in the paper, a scalar model on the policy's
+trunk, or a head sharing the policy trunk). Each iteration takes a batch of
+prompts (and, for PPO-ptx, pretraining rows), runs ``Rollout`` and
+``ppo_update``, and logs rollout, update and timing metrics. The checkpoint
+holds the whole ``PPOState`` (policy, value, both optimizers, EMA, KL
+coefficient) with the data position; the randomness of iteration i is
+``fold_in(key(seed), i)``, so a resumed run repeats an uninterrupted one. At
+the end the policy and its EMA are exported as Hugging Face directories
+``workdir/policy`` and ``workdir/policy_ema``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import flax.linen as nn
+import grain.experimental
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlhf_jax import parallel
+from rlhf_jax.checkpoints import export_hf
+from rlhf_jax.checkpoints.scalar_model import load_scalar_model, save_scalar_model
+from rlhf_jax.data.loaders import record_stream, sft_stream, split_records
+from rlhf_jax.data.tokenize import encode_prompt, encode_text, left_pad
+from rlhf_jax.models import CausalLM, ScalarHeadModel
+from rlhf_jax.pipeline import data, stage
+from rlhf_jax.pipeline.loop import train
+from rlhf_jax.pipeline.sft import validation_loss
+from rlhf_jax.pipeline.state import initial_weights, load_tokenizer_for
+from rlhf_jax.rl.kl import KLController
+from rlhf_jax.sampling import SamplingConfig
+from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
+from rlhf_jax.train.optim import OptimizerConfig
+from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update
+from rlhf_jax.train.ppo_config import PPOConfig
+from rlhf_jax.train.rollout import Rollout, reward_model_fn, token_count_fn
+
+VALUE_INITS = ("reward", "policy", "shared")
+
+
+def ppo_config(config) -> PPOConfig:
+    kl = config.kl
+    return PPOConfig(kl=KLController(kl.init_coef, kl.target or None, kl.horizon),
+                     **config.ppo.to_dict())
+
+
+def run_ppo(config, workdir: str) -> dict:
+    """Runs ``config.iterations`` PPO iterations; returns the final validation metrics."""
+    mesh, rules = stage.mesh_and_rules(config)
+    shard = (jax.process_index(), jax.process_count())
+    settings = ppo_config(config)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        tokenizer = load_tokenizer_for(config)
+        prompts, report = data.prepare("prompt", stage.data_config(config, workdir), workdir,
+                                       tokenizer)
+        stage.announce("ppo", report)
+        pretrain = None
+        if config.ptx.path or config.ptx.toy_records:
+            pretrain, ptx_report = data.prepare("pretrain", stage.data_config(config, workdir, "ptx"),
+                                                workdir, tokenizer)
+            stage.announce("ppo/ptx", ptx_report)
+        elif settings.ptx_coef:
+            raise ValueError("config.ppo.ptx_coef > 0 needs pretraining text: set config.ptx.path "
+                             "or config.ptx.toy_records")
+
+        policy_config, policy_params = _policy(config, mesh, rules)
+        models, value_params = _value(config, policy_config, policy_params, mesh, rules)
+        reward_fn, reward_params = _reward(config, mesh, rules)
+        reference = jax.tree.map(jnp.copy, policy_params)
+        updates = config.iterations * settings.epochs * settings.minibatches
+        tx = ppo_optimizer(_optimizer(config.optimizer, config, updates),
+                           _optimizer(config.value_optimizer, config, updates))
+        state = jax.jit(functools.partial(init_ppo_state, tx=tx, config=settings))(
+            dict(policy=policy_params, value=value_params))
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                                state)
+
+        sampling = SamplingConfig.for_tokenizer(
+            tokenizer, config.sampling.max_new_tokens, temperature=config.sampling.temperature,
+            top_k=config.sampling.top_k, top_p=config.sampling.top_p,
+            min_new_tokens=config.sampling.min_new_tokens,
+            prompt_buckets=(config.data.max_prompt_len,))
+        rollout = Rollout(models, models.policy, reward_fn, settings, sampling)
+        update = jax.jit(functools.partial(ppo_update, models=models, config=settings),
+                         donate_argnums=0)
+        use_ptx = settings.ptx_coef > 0
+
+        def iteration(state, batch, rng):
+            rng = jax.random.fold_in(rng, state.iteration)
+            experience, metrics = rollout(state.train.params, reference, reward_params,
+                                          batch["prompt_ids"], batch["prompt_mask"],
+                                          jax.random.fold_in(rng, 0), state.kl_coef)
+            began = time.perf_counter()
+            state, update_metrics = update(state, experience, batch["ptx"] if use_ptx else None,
+                                           jax.random.fold_in(rng, 1))
+            jax.block_until_ready(state)
+            metrics.update(update_metrics, train_s=time.perf_counter() - began)
+            return state, metrics
+
+        encode = functools.partial(_encode_prompt, tokenizer, config.data)
+        batch = stage.local_batch(config)
+        stream = record_stream(prompts["train"], "prompt", encode, batch_size=batch,
+                               seed=config.seed, shard=shard)
+        if use_ptx:
+            rows = batch * config.ptx.per_episode
+            ptx = sft_stream(pretrain["train"], functools.partial(_encode_text, tokenizer,
+                                                                  config.ptx.max_len),
+                             batch_size=rows, row_len=config.ptx.max_len, seed=config.seed,
+                             shard=shard, kind="pretrain")
+            stream = grain.experimental.ZipIterDataset([stream, ptx]).map(
+                lambda pair: dict(pair[0], ptx=pair[1]))
+        evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
+                              tokenizer, mesh, rules, shard)
+        state = train(iteration, state, abstract, stream, jax.random.key(config.seed),
+                      config=stage.loop_config(config, config.iterations, "episodes"),
+                      workdir=workdir, mesh=mesh, rules=rules, evaluate=evaluate,
+                      count_units=lambda b: len(b["prompt_ids"]))
+        export_hf(policy_config, state.train.params["policy"], os.path.join(workdir, "policy"),
+                  tokenizer)
+        export_hf(policy_config, state.ema, os.path.join(workdir, "policy_ema"), tokenizer)
+        if models.value is not None:
+            save_scalar_model(os.path.join(workdir, "value_model"), models.value.config,
+                              state.train.params["value"], dict(value_init=config.value_init),
+                              tokenizer)
+        return evaluate(state)
+
+
+def _optimizer(section, config, updates: int) -> OptimizerConfig:
+    warmup = config.warmup_iterations * config.ppo.epochs * config.ppo.minibatches
+    return OptimizerConfig(total_steps=max(updates, warmup + 1), warmup_steps=warmup,
+                           **section.to_dict())
+
+
+def _policy(config, mesh, rules):
+    """The SFT policy (``config.init``) or, with ``init=''``, random weights of ``config.model``."""
+    policy_config, params = initial_weights(config, mesh, rules)
+    if params is None:
+        params, _ = parallel.init_params(CausalLM(policy_config), mesh, rules,
+                                         jax.random.key(config.seed), np.zeros((1, 8), np.int32))
+    return policy_config, params
+
+
+def _value(config, policy_config, policy_params, mesh, rules):
+    """``(ActorCritic, value params)`` as ``config.value_init`` says."""
+    policy = CausalLM(policy_config)
+    if config.value_init == "shared":
+        return ActorCritic(policy, None), shared_value_head(policy_config.d_model)
+    if config.value_init == "reward":
+        if not config.reward.path:
+            raise ValueError("config.value_init='reward' needs config.reward.path (a reward model "
+                             "directory); use value_init='policy' with the toy reward")
+        value_config, params, _ = load_scalar_model(config.reward.path, mesh, rules)
+        return ActorCritic(policy, ScalarHeadModel(value_config)), params
+    if config.value_init == "policy":
+        model = ScalarHeadModel(policy_config)
+        params, _ = parallel.init_params(model, mesh, rules, jax.random.key(config.seed + 1),
+                                         np.zeros((1, 8), np.int32))
+        params = dict(params, trunk=jax.tree.map(jnp.copy, policy_params["trunk"]),
+                      head=jax.tree.map(jnp.zeros_like, params["head"]))
+        return ActorCritic(policy, model), params
+    raise ValueError(f"config.value_init={config.value_init!r}: choose one of {VALUE_INITS}")
+
+
+def _reward(config, mesh, rules):
+    """``(reward_fn, reward params)``: the trained reward model, or the toy token count."""
+    if config.reward.token_count >= 0:
+        return token_count_fn(config.reward.token_count), None
+    if not config.reward.path:
+        raise ValueError("config.reward.path is empty: give the reward model directory "
+                         "(RM_WORKDIR/reward_model) or a toy config.reward.token_count")
+    reward_config, params, _ = load_scalar_model(config.reward.path, mesh, rules)
+    return reward_model_fn(ScalarHeadModel(reward_config)), params
+
+
+def _encode_prompt(tokenizer, data_config, record) -> dict:
+    ids = encode_prompt(tokenizer, record.prompt, data_config.chat)
+    prompt_ids, prompt_mask = left_pad(ids, data_config.max_prompt_len, tokenizer.pad_token_id or 0)
+    return dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask)
+
+
+def _encode_text(tokenizer, max_len, record):
+    return encode_text(tokenizer, record.text, max_len)
+
+
+def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pretrain, tokenizer,
+               mesh, rules, shard):
+    """``evaluate(state)``: on the first ``config.eval_prompts`` validation prompts (whole
+    batches), the rollout metrics of the policy (sampled with a fixed key) and the mean score of
+    its EMA; with pretraining text, ``pretrain_loss`` of the policy on its validation split."""
+    batch = stage.local_batch(config)
+    records = split_records(prompts["validation"], "prompt", shard)[:config.eval_prompts]
+    if len(records) < batch:
+        raise ValueError(f"{len(records)} validation prompts: need at least one batch ({batch})")
+    encoded = [_encode_prompt(tokenizer, config.data, r) for r in records]
+    batches = [parallel.shard_batch({k: np.stack([e[k] for e in encoded[i:i + batch]])
+                                     for k in encoded[0]}, mesh, rules)
+               for i in range(0, len(encoded) - batch + 1, batch)]
+    pretrain_loss = None
+    if pretrain is not None:
+        texts = split_records(pretrain["validation"], "pretrain", shard)
+        pretrain_loss = validation_loss(
+            CausalLM(rollout.policy_config),
+            [encode_text(tokenizer, r.text, config.ptx.max_len) for r in texts],
+            config.ptx.max_len, batch, mesh, rules)
+    rng = jax.random.key(config.seed + 2)
+
+    def evaluate(state) -> dict:
+        sums: dict = {}
+        ema_params = dict(state.train.params, policy=state.ema)
+        for i, b in enumerate(batches):
+            for prefix, params in (("", state.train.params), ("ema/", ema_params)):
+                _, m = rollout(params, reference, reward_params, b["prompt_ids"], b["prompt_mask"],
+                               jax.random.fold_in(rng, i), state.kl_coef)
+                keys = ("score", "kl", "kl_exact_per_token", "entropy", "response_length")
+                for k in keys if not prefix else ("score", "kl"):
+                    sums[prefix + k] = sums.get(prefix + k, 0.0) + float(m[k]) / len(batches)
+        if pretrain_loss is not None:
+            sums["pretrain_loss"] = pretrain_loss(state.train.params["policy"])["loss"]
+        return sums
+
+    return evaluate
