@@ -22,7 +22,8 @@ def base(stage: str, kind: str) -> ml_collections.ConfigDict:
     c.init = ""  # HF directory or .gguf to start from; "" = random weights of `model`
     c.model = models.get_config("tiny")  # architecture for random init; dtypes/dropout always apply
     c.model.dropout_rate = 0.0
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, rules="fsdp")  # mesh axis sizes (-1 fills) and rules
+    # mesh axis sizes (-1 fills), sharding rules, and devices used (0: all)
+    c.mesh = dict(data=-1, fsdp=1, tensor=1, rules="fsdp", devices=0)
     c.data = dict(
         kind=kind,  # record format of `path` (fixed per stage)
         path="",  # JSON Lines records

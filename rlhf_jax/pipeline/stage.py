@@ -19,7 +19,9 @@ from rlhf_jax.train.optim import OptimizerConfig
 
 
 def mesh_and_rules(config):
-    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    """The mesh over all devices, or over the first ``config.mesh.devices`` (one process)."""
+    devices = jax.devices()[:config.mesh.devices] if config.mesh.devices else None
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
     return mesh, parallel.get_rules(config.mesh.rules)
 
 

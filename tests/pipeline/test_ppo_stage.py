@@ -1,0 +1,102 @@
+"""The PPO stage end to end on the tiny preset: SFT and RM checkpoints in, resumption, meshes."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from configs import ppo
+from configs.models import get_config as model_preset
+from experiments.train import run
+from rlhf_jax import parallel
+from rlhf_jax.checkpoints import export_hf
+from rlhf_jax.checkpoints.scalar_model import save_scalar_model
+from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
+from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
+from rlhf_jax.pipeline.metrics import read_metrics
+from tests.pipeline.test_stages import interrupt_at
+
+TIMINGS = ("generate_s", "score_s", "train_s", "step_seconds", "episodes_per_s")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A (random) SFT policy as a HF directory and a reward model as ``run_reward`` saves it."""
+    root = tmp_path_factory.mktemp("stages")
+    config = ModelConfig.from_dict(dict(model_preset("tiny")))
+    x = np.zeros((1, 8), np.int32)
+    mesh = parallel.make_mesh(-1, 1, 1)
+    rules = parallel.get_rules("fsdp")
+    policy, _ = parallel.init_params(CausalLM(config), mesh, rules, jax.random.key(0), x)
+    reward, _ = parallel.init_params(ScalarHeadModel(config), mesh, rules, jax.random.key(1), x)
+    export_hf(config, policy, str(root / "model"), byte_tokenizer())
+    save_scalar_model(str(root / "reward_model"), config, reward, {}, byte_tokenizer())
+    return str(root / "model"), str(root / "reward_model")
+
+
+def tiny(checkpoints, **fields):
+    config = ppo.get_config("tiny,records=400")
+    config.init, config.reward.path = checkpoints
+    config.ptx.toy_records = 400
+    config.ptx.max_len = 48
+    config.sampling.max_new_tokens = 16
+    config.batch_size = 8
+    config.eval_prompts = 8
+    config.ppo.ptx_coef = 1.0
+    for key, value in fields.items():
+        section, _, name = key.rpartition("__")
+        (config[section] if section else config)[name] = value
+    return config
+
+
+def rows(workdir):
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in read_metrics(workdir)]
+
+
+def test_interrupted_ppo_run_resumes_exactly(checkpoints, tmp_path, monkeypatch):
+    config = tiny(checkpoints, iterations=4, save_every=2, eval_every=2)
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run(config, straight)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            run(config, resumed)
+    assert TrainCheckpoints(os.path.join(resumed, "checkpoints")).latest_step() == 2
+    run(config, resumed)
+    assert rows(resumed) == rows(straight)
+    train = [r for r in rows(straight) if r["split"] == "train"]
+    assert len(train) == 4 and all(r["ptx_loss"] > 0 for r in train)
+    for name in ("policy", "policy_ema"):
+        a, b = (load_file(os.path.join(d, name, "model.safetensors")) for d in (straight, resumed))
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert os.path.exists(os.path.join(straight, "value_model", "model.json"))
+
+
+def test_one_iteration_is_the_same_on_a_2x2x2_mesh(checkpoints, tmp_path):
+    results = {}
+    for name, shape in (("single", (1, 1, 1)), ("mesh", (2, 2, 2))):
+        config = tiny(checkpoints, iterations=1, eval_every=0)
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = shape
+        config.mesh.devices = int(np.prod(shape))
+        run(config, str(tmp_path / name))
+        results[name] = rows(str(tmp_path / name))
+    assert len(results["single"]) == len(results["mesh"]) == 3  # validation, train, validation
+    for a, b in zip(results["single"], results["mesh"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key not in ("step", "split"):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), key
+
+
+def test_missing_reward_and_pretraining_text_are_named(checkpoints, tmp_path):
+    config = tiny(checkpoints)
+    config.reward.path = ""
+    with pytest.raises(ValueError, match="config.value_init='reward' needs config.reward.path"):
+        run(config, str(tmp_path / "a"))
+    config = tiny(checkpoints)
+    config.ptx.toy_records = 0
+    with pytest.raises(ValueError, match="ptx_coef > 0 needs pretraining text"):
+        run(config, str(tmp_path / "b"))
