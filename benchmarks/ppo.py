@@ -1,0 +1,151 @@
+"""Seconds per PPO iteration, split into generation, scoring and training, beside TRL.
+
+    python -m benchmarks.ppo --models=tiny,small --dtypes=float32,bfloat16
+    python -m benchmarks.ppo --peer_ppo_python=/work/venvs/trl_ppo/bin/python   # + TRL's PPO
+
+One iteration: 16 prompts of exactly 64 random tokens, 64 new tokens sampled at temperature 1
+with no stop token (every response is 64 tokens), scoring (policy, value, reference and reward
+forward passes, KL-shaped rewards, GAE) and one PPO epoch over the batch in one minibatch.
+Random weights of the preset (``configs/models.py``): the policy and the reference are the
+same model, the reward model and the value function share its trunk with a new scalar head.
+Our side runs ``Rollout`` and ``ppo_update`` as ``run_ppo`` does; each is timed with
+``block_until_ready``; the figure is the median over ``--iterations`` after ``--warmup``
+iterations (compilation excluded, reported separately). TRL runs ``benchmarks/ppo_peer.py`` in
+a subprocess on the same HF export of the weights, with ``--threads`` torch threads:
+
+* RLOO (TRL 1.16's ``RLOOTrainer``): 2 generations per prompt, so 32 episodes per iteration;
+  our side is timed on the same 32 episodes (each prompt twice) for this pair.
+* PPO (``PPOTrainer`` of an older TRL in its own virtualenv, see ``ppo_peer.py``): 16 episodes.
+
+``float32``: both sides in float32. ``bfloat16``: each side's best mixed precision on CPU (bf16
+compute with float32 parameters and accumulation for us, ``bf16=True`` autocast for TRL). The
+last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from configs.models import get_config
+from rlhf_jax.checkpoints import export_hf
+from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
+from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
+from rlhf_jax.sampling import SamplingConfig
+from rlhf_jax.train.actor_critic import ActorCritic
+from rlhf_jax.train.optim import OptimizerConfig
+from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update
+from rlhf_jax.train.ppo_config import PPOConfig
+from rlhf_jax.train.rollout import Rollout, reward_model_fn
+
+flags.DEFINE_list("models", ["tiny", "small"], "model presets in configs/models.py")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes (see the module docstring)")
+flags.DEFINE_integer("prompts", 16, "prompts per iteration")
+flags.DEFINE_integer("prompt_len", 64, "tokens per prompt")
+flags.DEFINE_integer("new_tokens", 64, "tokens per response")
+flags.DEFINE_integer("iterations", 3, "timed iterations per side")
+flags.DEFINE_integer("warmup", 1, "untimed iterations after compilation")
+flags.DEFINE_integer("threads", 2, "torch threads")
+flags.DEFINE_list("peers", ["rloo", "ppo"], "TRL trainers to run beside ours")
+flags.DEFINE_string("peer_ppo_python", "/work/venvs/trl_ppo/bin/python",
+                    "interpreter of the virtualenv with the older TRL that has PPOTrainer")
+FLAGS = flags.FLAGS
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ppo_peer.py")
+
+
+def models(preset: str, dtype: str):
+    config = ModelConfig.from_dict(dict(get_config(preset), dtype=dtype))
+    x = np.zeros((1, 8), np.int32)
+    policy = nn.meta.unbox(CausalLM(config).init(jax.random.key(0), x)["params"])
+    reward = nn.meta.unbox(ScalarHeadModel(config).init(jax.random.key(1), x)["params"])
+    reward = dict(reward, trunk=policy["trunk"])
+    return config, policy, reward
+
+
+def time_ours(config, policy, reward, generations: int) -> dict:
+    """Median seconds of our iteration on ``FLAGS.prompts × generations`` episodes."""
+    settings = PPOConfig(minibatches=1, epochs=1)
+    actor_critic = ActorCritic(CausalLM(config), ScalarHeadModel(config))
+    sampling = SamplingConfig(max_new_tokens=FLAGS.new_tokens, pad_token=0,
+                              prompt_buckets=(FLAGS.prompt_len,))
+    rollout = Rollout(actor_critic, CausalLM(config), reward_model_fn(ScalarHeadModel(config)),
+                      settings, sampling)
+    optimizer = OptimizerConfig(1e-6, 10_000, final_fraction=1.0)
+    # Jitted, so the state owns fresh buffers (the update donates them).
+    state = jax.jit(functools.partial(init_ppo_state, tx=ppo_optimizer(optimizer, optimizer),
+                                      config=settings))(dict(policy=policy, value=reward))
+    reference = jax.tree.map(jnp.copy, policy)
+    update = jax.jit(functools.partial(ppo_update, models=actor_critic, config=settings),
+                     donate_argnums=0)
+    ids = np.random.RandomState(0).randint(0, 256, (FLAGS.prompts, FLAGS.prompt_len))
+    ids = np.repeat(ids, generations, axis=0).astype(np.int32)
+    mask = np.ones_like(ids)
+    rows = []
+    for i in range(1 + FLAGS.warmup + FLAGS.iterations):
+        began = time.perf_counter()
+        experience, metrics = rollout(state.train.params, reference, reward, ids, mask,
+                                      jax.random.key(i), state.kl_coef)
+        trained = time.perf_counter()
+        state, _ = update(state, experience, None, jax.random.key(1000 + i))
+        jax.block_until_ready(state)
+        rows.append(dict(generate_s=metrics["generate_s"], score_s=metrics["score_s"],
+                         train_s=time.perf_counter() - trained,
+                         iteration_s=time.perf_counter() - began))
+    timed = rows[1 + FLAGS.warmup:]
+    out = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
+    out["first_iteration_s"] = rows[0]["iteration_s"]  # compilation included
+    out["episodes"] = len(ids)
+    return out
+
+
+def time_peer(trainer: str, directory: str, dtype: str) -> dict:
+    python = sys.executable if trainer == "rloo" else FLAGS.peer_ppo_python
+    if not os.path.exists(python):
+        return dict(error=f"{python} not found (see benchmarks/ppo_peer.py for its setup)")
+    command = [python, PEER, f"--trainer={trainer}", f"--policy={directory}", f"--dtype={dtype}",
+               f"--iterations={FLAGS.iterations}", f"--warmup={FLAGS.warmup}",
+               f"--threads={FLAGS.threads}", f"--prompts={FLAGS.prompts}",
+               f"--prompt_len={FLAGS.prompt_len}", f"--new_tokens={FLAGS.new_tokens}",
+               "--generations=2"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        return dict(error=done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+    del argv
+    results = []
+    for preset in FLAGS.models:
+        for dtype in FLAGS.dtypes:
+            config, policy, reward = models(preset, dtype)
+            row = dict(model=preset, dtype=dtype)
+            with tempfile.TemporaryDirectory() as directory:
+                export_hf(config.replace(dtype="float32"), policy, directory, byte_tokenizer())
+                for peer in FLAGS.peers:
+                    generations = 2 if peer == "rloo" else 1
+                    ours = time_ours(config, policy, reward, generations)
+                    theirs = time_peer(peer, directory, dtype)
+                    row[peer] = dict(ours=ours, trl=theirs)
+                    if "seconds_per_iteration" in theirs:
+                        row[peer]["speedup"] = theirs["seconds_per_iteration"] / ours["iteration_s"]
+                    print(json.dumps(dict(model=preset, dtype=dtype, peer=peer, **row[peer])),
+                          flush=True)
+            results.append(row)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    app.run(main)
