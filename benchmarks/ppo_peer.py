@@ -10,13 +10,15 @@ object (everything TRL prints goes to stderr):
 {"trainer", "trl_version", "transformers_version", "torch_version", "dtype", "iterations",
  "seconds_per_iteration", "generate_s", "score_s", "train_s", "episodes_per_iteration", "notes"}.
 
-Models. ``DIR`` is a Hugging Face Llama directory. Policy: ``AutoModelForCausalLM.from_pretrained(DIR)``
-in float32; reference policy: a second copy of it; reward model (and, for PPO, value model):
+Models. ``DIR`` is a Hugging Face Llama directory. Policy:
+``AutoModelForCausalLM.from_pretrained(DIR)`` in float32; reference policy: a second copy of it
+(PPO: loaded here and passed as ``ref_model``; RLOO: RLOOTrainer loads it itself from ``DIR``
+because ``beta`` > 0); reward model (and, for PPO, value model):
 ``AutoModelForSequenceClassification.from_pretrained(DIR, num_labels=1)``, same trunk, its new
 ``score`` head drawn after ``torch.manual_seed(0)``. Weights stay float32; ``--dtype=bfloat16`` sets
 the trainer's ``bf16=True`` (torch autocast to bfloat16 on CPU, float32 master weights and AdamW
-state) and also runs the whole ``trainer.train()`` under ``torch.autocast("cpu", torch.bfloat16)``, so
-that generation and scoring are autocast too (RLOO does that already through accelerate's wrapped
+state) and also runs the whole ``trainer.train()`` under ``torch.autocast("cpu", torch.bfloat16)``,
+so that generation and scoring are autocast too (RLOO does that already through accelerate's wrapped
 forwards; TRL's PPO does not, see below).
 
 Data. ``--prompts`` prompts per iteration, each exactly ``--prompt_len`` token ids drawn uniformly
@@ -32,22 +34,27 @@ re-encoding would change lengths. ``--new_tokens`` tokens are sampled per comple
     ``generation_config.eos_token_id=None``), and the pad id 256 is suppressed in sampling
     (``suppress_tokens=[256]`` added to the generation config TRL passes to ``generate``), because
     TRL's PPO treats every pad id inside a response as padding (masks it, and the reward is read
-    before it).
+    before it). Side effect: TRL takes the old log-probs from the processed generation scores, which
+    are renormalised over the other ids, while the reference and training forwards use the full
+    vocabulary, so at the first step the ratio is ~(1 - p(256)) per token (0.998 on the tiny model)
+    and the KL ~0.12 nats per response instead of 0. No compute changes (no clipping is triggered).
 
 --trainer=rloo: trl's ``RLOOTrainer`` (the installed trl; 1.16.0 in the system Python).
 ``--generations`` completions per prompt, ``per_device_train_batch_size = prompts * generations``,
-``gradient_accumulation_steps=1``, ``steps_per_generation=1``, ``num_iterations=1`` (one optimisation
-epoch, one minibatch = the whole batch, one AdamW step per iteration), AdamW (the Trainer default, ``adamw_torch_fused``) lr
-1e-6 with Trainer's default linear decay, no weight decay, no gradient checkpointing, no vLLM, KL
-coefficient ``beta`` at its default (0.05, so the reference model runs). The prompt ids reach
-``generate`` through an override of ``RLOOTrainer._tokenize_prompts`` (the dataset's ``prompt`` column
-holds only a key), and the reward model is given to RLOO as a reward *function* that runs
-``reward_model(input_ids=prompt+completion)`` under ``torch.inference_mode()`` (and bf16 autocast when
-asked) on the token ids, instead of RLOO's nn.Module path that would decode to text and re-tokenize.
+``gradient_accumulation_steps=1``, ``steps_per_generation=1``, ``num_iterations=1`` (one
+optimisation epoch, one minibatch = the whole batch, one AdamW step per iteration), AdamW (the
+Trainer default, ``adamw_torch_fused``) lr 1e-6 with Trainer's default linear decay, no weight
+decay, no gradient checkpointing, no vLLM, KL coefficient ``beta`` at its default (0.05, so the
+reference model runs). The prompt ids reach ``generate`` through an override of
+``RLOOTrainer._tokenize_prompts`` (the dataset's ``prompt`` column holds only a key), and the reward
+model is given to RLOO as a reward *function* that runs
+``reward_model(input_ids=prompt+completion)`` under ``torch.inference_mode()`` (and bf16 autocast
+when asked) on the token ids, instead of RLOO's nn.Module path that would decode to text and
+re-tokenize.
 
 --trainer=ppo: ``trl.experimental.ppo.PPOTrainer`` of trl 1.12.0, the newest release that still ships
-PPO (1.13.0, 1.14.x, 1.15.0 and 1.16.0 have no ``ppo`` module; 1.12.0 installs beside torch 2.13.0 and
-runs with transformers 5.23.0). Its own virtual environment, made with
+PPO (the 1.13.0, 1.14.2 and 1.15.0 wheels, and the installed 1.16.0, have no ``ppo`` module; 1.12.0
+installs beside torch 2.13.0 and runs with transformers 5.23.0). Its own virtual environment, made with
 
     python -m venv /work/venvs/trl_ppo && /work/venvs/trl_ppo/bin/pip install torch==2.13.0 \
         trl==1.12.0 transformers==5.23.0 accelerate==1.15.0 datasets==5.2.0 numpy
@@ -61,7 +68,7 @@ batch), ``response_length=new_tokens``, ``temperature=1``, lr 1e-6 (linear decay
 ``num_sample_generations=0`` (no extra sampling for logs), no missing-EOS penalty, value model as
 above, reference model the second policy copy. TRL's PPO builds its own ``Accelerator`` without
 reading ``args.bf16`` (with transformers 5 nothing sets ``ACCELERATE_MIXED_PRECISION`` any more), so
-for ``--dtype=bfloat16`` this script sets ``ACCELERATE_MIXED_PRECISION=bf16`` before building the
+this script sets ``ACCELERATE_MIXED_PRECISION`` (``bf16``, or ``no`` for float32) before building the
 trainer (autocast on the policy+value training forward) and wraps ``train()`` in bf16 autocast
 (generation, reference, reward and value forwards).
 
@@ -301,9 +308,6 @@ def run_ppo(a, out_dir):
                 "(see the module docstring)") from e
 
     bf16 = a.dtype == "bfloat16"
-    if bf16:
-        # TRL's PPO makes its own Accelerator(); this is where it reads mixed precision from.
-        os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
     steps = a.warmup + a.iterations
     ids = random_prompts(steps * a.prompts, a.prompt_len)
     policy, ref, (reward_model, value_model) = load_models(a.policy, value_model=True)
@@ -383,6 +387,9 @@ def run_ppo(a, out_dir):
 def main(argv=None):
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
+    # Where Accelerate (and TrainingArguments, before its bf16 flag) reads mixed precision from; TRL's PPO
+    # builds its own Accelerator() from this alone. Set both ways so an inherited value cannot leak in.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if a.dtype == "bfloat16" else "no"
     if a.iterations < 1 or a.warmup < 0:
         raise SystemExit("--iterations must be >= 1 and --warmup >= 0")
     if a.trainer == "rloo" and a.generations < 2:

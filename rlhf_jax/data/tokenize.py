@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -17,12 +18,15 @@ class Example:
 
 
 def encode(tokenizer, prompt: str, response: str, chat: bool) -> tuple[list[int], list[int]]:
-    """``(prompt ids, response ids)``; the response ends with the turn's end token(s).
+    """``(prompt ids, response ids)``; the response ends with the token that stops generation.
 
     With ``chat`` the pair is rendered by the tokenizer's chat template (a user
     turn, then the assistant turn), and the response ids are what the template
-    adds after the generation prompt. Otherwise the raw texts are tokenized and
-    the response ends with EOS.
+    adds after the generation prompt, up to and including its end-of-turn token
+    (``end_of_turn``; whatever the template writes after it, such as a newline,
+    is dropped, so a model learns to end where the sampler stops and a reward
+    model scores the token a sampled response ends with). Otherwise the raw
+    texts are tokenized and the response ends with EOS.
     """
     head = encode_prompt(tokenizer, prompt, chat)
     if chat:
@@ -31,7 +35,11 @@ def encode(tokenizer, prompt: str, response: str, chat: bool) -> tuple[list[int]
                                                   return_dict=True)["input_ids"])
         if full[:len(head)] != head:
             raise ValueError("the chat template renders the prompt differently with an answer")
-        return head, full[len(head):]
+        tail = full[len(head):]
+        end = end_of_turn(tokenizer)
+        if end in tail:
+            tail = tail[:len(tail) - tail[::-1].index(end)]
+        return head, tail
     tail = list(tokenizer(response, add_special_tokens=False)["input_ids"])
     return head, tail + [tokenizer.eos_token_id]
 
@@ -44,6 +52,29 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
         return list(tokenizer.apply_chat_template(user, add_generation_prompt=True,
                                                   return_dict=True)["input_ids"])
     return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+@functools.lru_cache(maxsize=8)
+def end_of_turn(tokenizer) -> int:
+    """The token the chat template closes an assistant turn with (``<|im_end|>`` in ChatML): the
+    first token after the content of a rendered answer."""
+    user = [{"role": "user", "content": "x"}]
+    head = encode_prompt(tokenizer, "x", True)
+    full = list(tokenizer.apply_chat_template(user + [{"role": "assistant", "content": "y"}],
+                                              return_dict=True)["input_ids"])
+    content = list(tokenizer("y", add_special_tokens=False)["input_ids"])
+    tail = full[len(head):]
+    if tail[:len(content)] != content or len(tail) == len(content):
+        raise ValueError("cannot find the chat template's end-of-turn token")
+    return tail[len(content)]
+
+
+def stop_tokens(tokenizer, chat: bool) -> tuple[int, ...]:
+    """What ends a sampled response: EOS, and with ``chat`` the end-of-turn token."""
+    stops = [tokenizer.eos_token_id]
+    if chat and end_of_turn(tokenizer) not in stops:
+        stops.append(end_of_turn(tokenizer))
+    return tuple(stops)
 
 
 def encode_text(tokenizer, text: str, max_len: int) -> Example:

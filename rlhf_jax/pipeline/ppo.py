@@ -31,7 +31,7 @@ from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.scalar_model import load_scalar_model, save_scalar_model
 from rlhf_jax.data.loaders import record_stream, sft_stream, split_records
-from rlhf_jax.data.tokenize import encode_prompt, encode_text, left_pad
+from rlhf_jax.data.tokenize import encode_prompt, encode_text, left_pad, stop_tokens
 from rlhf_jax.models import CausalLM, ScalarHeadModel
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
@@ -86,7 +86,9 @@ def run_ppo(config, workdir: str) -> dict:
                                 state)
 
         sampling = SamplingConfig.for_tokenizer(
-            tokenizer, config.sampling.max_new_tokens, temperature=config.sampling.temperature,
+            tokenizer, config.sampling.max_new_tokens,
+            stop_tokens=stop_tokens(tokenizer, config.data.chat),
+            temperature=config.sampling.temperature,
             top_k=config.sampling.top_k, top_p=config.sampling.top_p,
             min_new_tokens=config.sampling.min_new_tokens,
             prompt_buckets=(config.data.max_prompt_len,))

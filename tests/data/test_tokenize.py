@@ -10,7 +10,8 @@ import pytest
 
 from configs.models import get_config
 from rlhf_jax.checkpoints import load_tokenizer, smollm2_path
-from rlhf_jax.data.tokenize import Example, encode, pack, truncate
+from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
+from rlhf_jax.data.tokenize import Example, encode, end_of_turn, pack, stop_tokens, truncate
 from rlhf_jax.models import CausalLM, ModelConfig
 from rlhf_jax.rl.supervised import next_token_loss
 
@@ -24,7 +25,11 @@ def test_chat_encoding_splits_the_template_at_the_generation_prompt():
     tok = tokenizer()
     head, tail = encode(tok, "Name a color.", "Blue.", chat=True)
     assert tok.decode(head).endswith("<|im_start|>assistant\n")
-    assert tok.decode(tail).startswith("Blue.") and "<|im_end|>" in tok.decode(tail)
+    assert tok.decode(tail).startswith("Blue.") and tok.decode(tail).endswith("<|im_end|>")
+    assert tok.convert_ids_to_tokens(end_of_turn(tok)) == "<|im_end|>"
+    assert stop_tokens(tok, chat=True) == (tok.eos_token_id,)  # SmolLM2's EOS is <|im_end|>
+    byte = byte_tokenizer()  # EOS <|endoftext|>, turns end with <|im_end|>
+    assert stop_tokens(byte, chat=True) == (256, 258) and stop_tokens(byte, chat=False) == (256,)
     head, tail = encode(tok, "Name a color.", "Blue.", chat=False)
     assert tok.decode(head) == "Name a color." and tail[-1] == tok.eos_token_id
 
