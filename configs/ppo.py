@@ -75,7 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if args.name == "tiny":
         c.ptx.toy_records = 2000
         c.ptx.per_episode = 2
-        c.sampling.max_new_tokens = 32
+        c.sampling.max_new_tokens = 48
+        c.kl.init_coef = 0.1
         c.batch_size = 16
         c.iterations = 40
         c.ppo.minibatches = 2
