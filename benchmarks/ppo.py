@@ -17,6 +17,9 @@ a subprocess on the same HF export of the weights, with ``--threads`` torch thre
   our side is timed on the same 32 episodes (each prompt twice) for this pair.
 * PPO (``PPOTrainer`` of an older TRL in its own virtualenv, see ``ppo_peer.py``): 16 episodes.
 
+``--value=reward`` (the default, the paper's) trains a separate value model; RLOO has none, so
+``--value=shared`` (a value head on the policy trunk) times ours with RLOO's amount of work.
+
 ``float32``: both sides in float32. ``bfloat16``: each side's best mixed precision on CPU (bf16
 compute with float32 parameters and accumulation for us, ``bf16=True`` autocast for TRL). The
 last line printed is one JSON object with every figure.
@@ -44,7 +47,7 @@ from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
 from rlhf_jax.sampling import SamplingConfig
-from rlhf_jax.train.actor_critic import ActorCritic
+from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
 from rlhf_jax.train.optim import OptimizerConfig
 from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update
 from rlhf_jax.train.ppo_config import PPOConfig
@@ -59,6 +62,9 @@ flags.DEFINE_integer("iterations", 3, "timed iterations per side")
 flags.DEFINE_integer("warmup", 1, "untimed iterations after compilation")
 flags.DEFINE_integer("threads", 2, "torch threads")
 flags.DEFINE_list("peers", ["rloo", "ppo"], "TRL trainers to run beside ours")
+flags.DEFINE_enum("value", "reward", ["reward", "shared"],
+                  "our value function: a separate model (the paper) or a head on the policy trunk")
+flags.DEFINE_bool("skip_trl", False, "time our side only")
 flags.DEFINE_string("peer_ppo_python", "/work/venvs/trl_ppo/bin/python",
                     "interpreter of the virtualenv with the older TRL that has PPOTrainer")
 FLAGS = flags.FLAGS
@@ -77,7 +83,8 @@ def models(preset: str, dtype: str):
 def time_ours(config, policy, reward, generations: int) -> dict:
     """Median seconds of our iteration on ``FLAGS.prompts × generations`` episodes."""
     settings = PPOConfig(minibatches=1, epochs=1)
-    actor_critic = ActorCritic(CausalLM(config), ScalarHeadModel(config))
+    shared = FLAGS.value == "shared"
+    actor_critic = ActorCritic(CausalLM(config), None if shared else ScalarHeadModel(config))
     sampling = SamplingConfig(max_new_tokens=FLAGS.new_tokens, pad_token=0,
                               prompt_buckets=(FLAGS.prompt_len,))
     rollout = Rollout(actor_critic, CausalLM(config), reward_model_fn(ScalarHeadModel(config)),
@@ -85,7 +92,8 @@ def time_ours(config, policy, reward, generations: int) -> dict:
     optimizer = OptimizerConfig(1e-6, 10_000, final_fraction=1.0)
     # Jitted, so the state owns fresh buffers (the update donates them).
     state = jax.jit(functools.partial(init_ppo_state, tx=ppo_optimizer(optimizer, optimizer),
-                                      config=settings))(dict(policy=policy, value=reward))
+                                      config=settings))(
+        dict(policy=policy, value=shared_value_head(config.d_model) if shared else reward))
     reference = jax.tree.map(jnp.copy, policy)
     update = jax.jit(functools.partial(ppo_update, models=actor_critic, config=settings),
                      donate_argnums=0)
@@ -137,11 +145,12 @@ def main(argv):
                 for peer in FLAGS.peers:
                     generations = 2 if peer == "rloo" else 1
                     ours = time_ours(config, policy, reward, generations)
-                    theirs = time_peer(peer, directory, dtype)
+                    theirs = {} if FLAGS.skip_trl else time_peer(peer, directory, dtype)
                     row[peer] = dict(ours=ours, trl=theirs)
                     if "seconds_per_iteration" in theirs:
                         row[peer]["speedup"] = theirs["seconds_per_iteration"] / ours["iteration_s"]
-                    print(json.dumps(dict(model=preset, dtype=dtype, peer=peer, **row[peer])),
+                    print(json.dumps(dict(model=preset, dtype=dtype, peer=peer, value=FLAGS.value,
+                                          **row[peer])),
                           flush=True)
             results.append(row)
     print(json.dumps(results))
