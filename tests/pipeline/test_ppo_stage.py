@@ -46,6 +46,7 @@ def tiny(checkpoints, **fields):
     config.batch_size = 8
     config.eval_prompts = 8
     config.ppo.ptx_coef = 1.0
+    config.mesh.devices = 1  # one device compiles faster; the mesh test sets its own
     for key, value in fields.items():
         section, _, name = key.rpartition("__")
         (config[section] if section else config)[name] = value
@@ -57,7 +58,9 @@ def rows(workdir):
 
 
 def test_interrupted_ppo_run_resumes_exactly(checkpoints, tmp_path, monkeypatch):
-    config = tiny(checkpoints, iterations=4, save_every=2, eval_every=2)
+    # An adaptive β, so the KL controller's state must be restored too.
+    config = tiny(checkpoints, iterations=4, save_every=2, eval_every=2, kl__target=1.0,
+                  kl__horizon=100)
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     run(config, straight)
     with monkeypatch.context() as patch:
@@ -69,6 +72,7 @@ def test_interrupted_ppo_run_resumes_exactly(checkpoints, tmp_path, monkeypatch)
     assert rows(resumed) == rows(straight)
     train = [r for r in rows(straight) if r["split"] == "train"]
     assert len(train) == 4 and all(r["ptx_loss"] > 0 for r in train)
+    assert len({r["kl_coef"] for r in train}) == 4  # β moved every iteration
     for name in ("policy", "policy_ema"):
         a, b = (load_file(os.path.join(d, name, "model.safetensors")) for d in (straight, resumed))
         assert all(np.array_equal(a[k], b[k]) for k in a)
