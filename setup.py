@@ -30,7 +30,7 @@ setup(
     ],
     extras_require={
         # Parity tests compare against transformers' PyTorch models; 2.13.0 is the CPU wheel.
-        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "accelerate>=1.0"],
         # benchmarks/train_steps.py runs TRL's trainers side by side with ours.
         "bench": ["torch==2.13.0", "accelerate>=1.0", "trl==1.16.0", "datasets>=5.2"],
     },
