@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 
 
-def masked_mean(x: jax.Array, mask: jax.Array, axis=None) -> jax.Array:
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     """``Σ m·x / Σ m`` (0 where nothing is valid)."""
     mask = mask.astype(jnp.float32)
-    return jnp.sum(x * mask, axis=axis) / jnp.maximum(jnp.sum(mask, axis=axis), 1.0)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def masked_var(x: jax.Array, mask: jax.Array) -> jax.Array:

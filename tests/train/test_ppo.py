@@ -16,7 +16,8 @@ from rlhf_jax.rl.supervised import next_token_loss
 from rlhf_jax.sampling import SamplingConfig
 from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
 from rlhf_jax.train.optim import OptimizerConfig
-from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_step, ppo_update
+from rlhf_jax.train.ppo import (MINIBATCH_FIELDS, init_ppo_state, ppo_optimizer, ppo_step,
+                                ppo_update)
 from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout, token_count_fn
 
@@ -71,9 +72,7 @@ def test_ratio_is_one_at_the_first_minibatch(shared):
     ids, mask = prompts()
     experience, metrics = rollout(state.train.params, reference, None, ids, mask,
                                   jax.random.key(0), state.kl_coef)
-    minibatch = {k: getattr(experience, k) for k in
-                 ("sequences", "sequence_mask", "response", "response_mask", "logprobs",
-                  "values", "advantages", "returns")}
+    minibatch = {k: getattr(experience, k) for k in MINIBATCH_FIELDS}
     _, step_metrics = jax.jit(functools.partial(ppo_step, models=models, config=ppo))(
         state.train, minibatch, jax.random.key(1))
     assert float(step_metrics["ratio_dev"]) < 1e-6  # mean |ρ − 1| per token
