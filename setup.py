@@ -26,6 +26,7 @@ setup(
         "numpy>=2.0",
         "tqdm>=4.66",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+        "matplotlib>=3.8",  # the pipeline report's plots
         "importlib_resources",  # tfds imports it to locate builders defined in a package
     ],
     extras_require={

@@ -1,6 +1,6 @@
 """Train one stage: ``python -m experiments.train --config=configs/sft.py:tiny --workdir=DIR``.
 
-The stage is the config's ``stage`` field (``sft``, ``rm`` or ``ppo``); any field can be
+The stage is the config's ``stage`` field (``pretrain``, ``sft``, ``rm`` or ``ppo``); any field can be
 overridden (``--config.optimizer.learning_rate=1e-4``). Re-running with the same
 workdir resumes from its last checkpoint.
 """
@@ -16,7 +16,7 @@ from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
 from rlhf_jax.pipeline.sft import run_sft
 
-STAGES = {"sft": run_sft, "rm": run_reward, "ppo": run_ppo}
+STAGES = {"pretrain": run_sft, "sft": run_sft, "rm": run_reward, "ppo": run_ppo}
 
 config_flags.DEFINE_config_file("config", None, "stage config: configs/<stage>.py:<preset>",
                                 lock_config=True)

@@ -3,8 +3,10 @@
 ``World(seed)`` draws everything deterministically from the seed, one random
 stream per purpose, so two processes (or a resumed run) see the same world:
 
-- ``tasks(n, purpose)``: n tasks of the categories in ``CATEGORY_SHARES`` (the
-  paper's Table 1 use-case shares, without "other"), each with a user id (users
+- ``tasks(n, purpose)``: n distinct tasks of the categories in
+  ``CATEGORY_SHARES`` (the paper's Table 1 use-case shares, without "other"),
+  each prompt tagged with a two-letter request code (``[qk] Name three
+  fruits.``, so the prompts of a family are many) and with a user id (users
   ``<purpose>-u<i>``: prompts of one purpose share users, so the data stages'
   split by user and per-user cap apply);
 - ``demonstrations(n)``: the SFT data, each written by a random training labeler;
@@ -20,6 +22,7 @@ in the formats of ``rlhf_jax.data.records``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Sequence
@@ -52,10 +55,15 @@ class World:
     def tasks(self, n: int, purpose: str) -> list[tuple[Task, str]]:
         """``n`` (task, user id) pairs; the same ``(n, purpose)`` always gives the same pairs."""
         rng = self._rng(purpose)
-        out = []
-        for _ in range(n):
+        out, seen = [], set()
+        while len(out) < n:
             category = self.categories[rng.choice(len(self.categories), p=self.weights)]
             task = FAMILIES[category].make(rng)
+            code = "".join(chr(ord("a") + i) for i in rng.integers(26, size=2))
+            task = dataclasses.replace(task, prompt=f"[{code}] {task.prompt}")
+            if task.prompt in seen:
+                continue
+            seen.add(task.prompt)
             self._tasks.setdefault(task.prompt, task)
             out.append((task, f"{purpose}-u{rng.integers(self.users)}"))
         return out

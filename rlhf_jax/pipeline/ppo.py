@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from typing import Callable, Optional
 
 import flax.linen as nn
 import grain.experimental
@@ -46,6 +47,7 @@ from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout, reward_model_fn, token_count_fn
 
 VALUE_INITS = ("reward", "policy", "shared")
+Judge = Callable[[list[str], list[str]], dict[str, float]]
 
 
 def ppo_config(config) -> PPOConfig:
@@ -54,8 +56,12 @@ def ppo_config(config) -> PPOConfig:
                      **config.ppo.to_dict())
 
 
-def run_ppo(config, workdir: str) -> dict:
-    """Runs ``config.iterations`` PPO iterations; returns the final validation metrics."""
+def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
+    """Runs ``config.iterations`` PPO iterations; returns the final validation metrics.
+
+    ``judge(prompts, responses) -> {name: mean}``, if given, also rates the
+    validation samples (for example gold scores of simulated labelers); its
+    means are logged with the validation metrics."""
     mesh, rules = stage.mesh_and_rules(config)
     shard = (jax.process_index(), jax.process_count())
     settings = ppo_config(config)
@@ -122,7 +128,7 @@ def run_ppo(config, workdir: str) -> dict:
             stream = grain.experimental.ZipIterDataset([stream, ptx]).map(
                 lambda pair: dict(pair[0], ptx=pair[1]))
         evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
-                              tokenizer, mesh, rules, shard)
+                              tokenizer, mesh, rules, shard, judge)
         state = train(iteration, state, abstract, stream, jax.random.key(config.seed),
                       config=stage.loop_config(config, config.iterations, "episodes"),
                       workdir=workdir, mesh=mesh, rules=rules, evaluate=evaluate,
@@ -190,15 +196,23 @@ def _encode_prompt(tokenizer, data_config, record) -> dict:
     return dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask)
 
 
+def _texts(tokenizer, experience) -> list[str]:
+    """This process's sampled responses as text (the stop token and padding dropped)."""
+    response, mask = jax.device_get((experience.response, experience.response_mask))
+    return [tokenizer.decode(r[m > 0], skip_special_tokens=True).strip()
+            for r, m in zip(response, mask)]
+
+
 def _encode_text(tokenizer, max_len, record):
     return encode_text(tokenizer, record.text, max_len)
 
 
 def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pretrain, tokenizer,
-               mesh, rules, shard):
+               mesh, rules, shard, judge: Optional[Judge]):
     """``evaluate(state)``: on the first ``config.eval_prompts`` validation prompts (whole
     batches), the rollout metrics of the policy (sampled with a fixed key) and the mean score of
-    its EMA; with pretraining text, ``pretrain_loss`` of the policy on its validation split."""
+    its EMA; with pretraining text, ``pretrain_loss`` of the policy on its validation split;
+    with a ``judge``, its ratings of the policy's samples."""
     batch = stage.local_batch(config)
     records = split_records(prompts["validation"], "prompt", shard)[:config.eval_prompts]
     if len(records) < batch:
@@ -221,9 +235,14 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
         ema_params = dict(state.train.params, policy=state.ema)
         for i, b in enumerate(batches):
             for prefix, params in (("", state.train.params), ("ema/", ema_params)):
-                _, m = rollout(params, reference, reward_params, b["prompt_ids"], b["prompt_mask"],
-                               jax.random.fold_in(rng, i), state.kl_coef)
-                keys = ("score", "kl", "kl_exact_per_token", "entropy", "response_length")
+                experience, m = rollout(params, reference, reward_params, b["prompt_ids"],
+                                        b["prompt_mask"], jax.random.fold_in(rng, i),
+                                        state.kl_coef)
+                if judge is not None and not prefix:
+                    m.update(judge([r.prompt for r in records[i * batch:(i + 1) * batch]],
+                                   _texts(tokenizer, experience)))
+                keys = ("score", "kl", "kl_exact_per_token", "entropy", "response_length",
+                        *(k for k in m if k.startswith("judge/")))
                 for k in keys if not prefix else ("score", "kl"):
                     sums[prefix + k] = sums.get(prefix + k, 0.0) + float(m[k]) / len(batches)
         if pretrain_loss is not None:

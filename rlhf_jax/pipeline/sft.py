@@ -1,4 +1,4 @@
-"""Step 1 of InstructGPT: supervised fine-tuning on demonstrations.
+"""Step 1 of InstructGPT: supervised fine-tuning on demonstrations (and pretraining on text).
 
 ``run_sft(config, workdir)`` prepares the demonstrations (``pipeline.data``),
 streams packed rows of them with grain, runs ``sft_step`` on the mesh with the
@@ -6,6 +6,8 @@ paper's optimizer for ``config.epochs`` epochs (or ``config.steps`` updates),
 evaluates loss and perplexity on the validation split, and writes the
 fine-tuned policy as a Hugging Face directory ``workdir/model`` (weights,
 config, tokenizer), which the reward-model and PPO stages load as their ``init``.
+With ``config.data.kind = 'pretrain'`` the records are texts ``{"text"}`` and
+every token is in the loss: the same stage pretrains a base model.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.data.loaders import padded_batches, sft_stream, split_records
 from rlhf_jax.data.collate import demonstration_examples
-from rlhf_jax.data.tokenize import pack
+from rlhf_jax.data.tokenize import encode_text, pack
 from rlhf_jax.models import CausalLM
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
 from rlhf_jax.train.optim import make_optimizer
 from rlhf_jax.train.sft import sft_loss_terms, sft_step
+
+KINDS = ("demonstration", "pretrain")
 
 
 def run_sft(config, workdir: str) -> dict:
@@ -36,16 +40,21 @@ def run_sft(config, workdir: str) -> dict:
     shard = (jax.process_index(), jax.process_count())
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         tokenizer = load_tokenizer_for(config)
-        sources, report = data.prepare("demonstration", stage.data_config(config, workdir),
-                                       workdir, tokenizer)
-        stage.announce("sft", report)
+        kind = config.data.kind
+        if kind not in KINDS:
+            raise ValueError(f"config.data.kind={kind!r}: choose one of {KINDS}")
+        sources, report = data.prepare(kind, stage.data_config(config, workdir), workdir,
+                                       tokenizer)
+        stage.announce(config.stage, report)
         row_len, batch = config.data.max_len, stage.local_batch(config)
 
-        examples = functools.partial(demonstration_examples, tokenizer, max_len=row_len,
-                                     chat=config.data.chat)
-        example = lambda d: examples([d])[0]
+        if kind == "pretrain":
+            example = lambda record: encode_text(tokenizer, record.text, row_len)
+        else:
+            example = lambda record: demonstration_examples(tokenizer, [record], row_len,
+                                                            config.data.chat)[0]
         stream = functools.partial(sft_stream, sources["train"], example, batch_size=batch,
-                                   row_len=row_len, seed=config.seed, shard=shard)
+                                   row_len=row_len, seed=config.seed, shard=shard, kind=kind)
         steps = config.steps or config.epochs * sum(1 for _ in stream(epochs=1))
         model_config, pretrained = initial_weights(config, mesh, rules)
         model = CausalLM(model_config)
@@ -53,7 +62,7 @@ def run_sft(config, workdir: str) -> dict:
             model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
         loss_of = validation_loss(
-            model, examples(split_records(sources["validation"], "demonstration", shard)),
+            model, [example(r) for r in split_records(sources["validation"], kind, shard)],
             row_len, batch, mesh, rules)
         evaluate = lambda state: loss_of(state.params)
         step = jax.jit(functools.partial(sft_step, model=model, microbatches=config.microbatches),

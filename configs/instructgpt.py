@@ -1,0 +1,140 @@
+"""The whole InstructGPT pipeline: ``--config=configs/instructgpt.py:<preset>``.
+
+Presets:
+- ``tiny`` (default): the simulated world (``rlhf_jax.feedback``) and a ``tiny``
+  model pretrained on its corpus; about 6 minutes on a 2-core CPU.
+- ``micro``: the same at the smallest sizes that run every stage (the tests).
+- ``smollm2``: the simulated world's prompts with SmolLM2-135M-Instruct (its GGUF)
+  as the base model instead of pretraining one.
+- ``hh_rlhf`` / ``summarize``: real preference files in the Anthropic HH-RLHF or
+  OpenAI summarize-from-feedback layout (``data.comparisons``) and a Hugging Face
+  checkpoint directory (``base.init``), on every device of the mesh; without
+  simulated labelers, the evaluation judges by the reward model.
+
+Each stage's section is the full config of that stage (``configs/sft.py``,
+``configs/rm.py``, ``configs/ppo.py``), so every field can be overridden:
+``--config.ppo.iterations=20 --config.rm.optimizer.learning_rate=1e-4``. The
+pipeline fills in the paths between stages (data files, ``init``, the reward
+model). ``ptx_coef`` is γ of the PPO-ptx run (the paper: 27.8); the plain PPO
+run uses 0.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import ppo as ppo_presets
+from configs.common import parse_arg
+from configs.rm import get_config as rm_config
+from configs.sft import base as stage_base, smollm2_path
+
+PRESETS = ("tiny", "micro", "smollm2", "hh_rlhf", "summarize")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(arg, name="tiny")
+    if args.name not in PRESETS:
+        raise ValueError(f"unknown pipeline preset {args.name!r}; choose one of {PRESETS}")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.rounds = 1  # > 1: new comparisons from the last PPO-ptx policy, a new RM and new PPO runs
+    c.ptx_coef = 27.8  # γ of the PPO-ptx run
+    c.world = dict(
+        enabled=True,  # False: real data from `data` below, judged by the reward model
+        seed=0, users=100,
+        demonstrations=1600, rm_prompts=400, ppo_prompts=800, eval_prompts=128, pretraining=6000,
+    )
+    c.data = dict(
+        format="jsonl",  # comparisons file layout: jsonl (ours), hh_rlhf or summarize
+        comparisons="",  # real comparisons (the RM data; their best responses are the SFT data)
+        demonstrations="",  # optional real demonstrations (default: derived from comparisons)
+        pretraining="",  # optional pretraining text {"text"} for PPO-ptx and the alignment tax
+    )
+    c.base = dict(init="")  # "" = pretrain `pretrain.model` on the world's corpus; else HF dir / .gguf
+    c.pretrain = stage_base("pretrain", "pretrain")
+    c.sft = stage_base("sft", "demonstration")
+    c.rm = rm_config("tiny")
+    c.ppo = ppo_presets.get_config("tiny")
+    c.comparisons = dict(k_min=4, k_max=9, temperature=1.0, max_new_tokens=48, batch_size=64)
+    c.evaluation = dict(temperature=1.0, max_new_tokens=48, best_of_n=8, fewshot=2,
+                        batch_size=64, shown_prompts=6)
+    for section in (c.pretrain, c.sft, c.rm, c.ppo):
+        section.seed = c.seed
+        section.mesh.devices = 1  # small models: one device; real presets use them all
+    c.rm.data.k_max = 9
+    c.pretrain.data.update(chat=False, max_len=128, split_fractions=(0.95, 0.05, 0.0))
+    _tiny(c)
+    if args.name == "micro":
+        _micro(c)
+    elif args.name == "smollm2":
+        _smollm2(c)
+    elif args.name in ("hh_rlhf", "summarize"):
+        _real(c, args.name)
+    return c
+
+
+def _tiny(c):
+    c.pretrain.batch_size, c.pretrain.epochs = 16, 2
+    c.pretrain.optimizer.update(learning_rate=3e-3, warmup_steps=20)
+    c.pretrain.eval_every, c.pretrain.save_every = 200, 200
+    c.sft.batch_size, c.sft.epochs, c.sft.data.max_len = 16, 2, 128
+    c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10)
+    c.sft.eval_every, c.sft.save_every = 100, 100
+    c.rm.batch_size, c.rm.epochs, c.rm.data.max_len = 8, 1, 96
+    c.rm.optimizer.update(learning_rate=3e-4, warmup_steps=5)
+    c.rm.eval_every = 25
+    c.rm.normalize.max_records = 256
+    c.ppo.data.max_prompt_len = 64
+    c.ppo.sampling.max_new_tokens = 48
+    c.ppo.ptx.max_len = 64
+    c.ppo.iterations, c.ppo.eval_every, c.ppo.save_every = 40, 5, 10
+    c.ppo.eval_prompts = 64
+
+
+def _micro(c):
+    c.world.update(demonstrations=160, rm_prompts=48, ppo_prompts=200, eval_prompts=16,
+                   pretraining=400)
+    c.pretrain.epochs = c.sft.epochs = 1
+    for section in (c.pretrain, c.sft, c.rm):
+        section.optimizer.warmup_steps = 0
+    c.rm.normalize.max_records = 32
+    c.ppo.iterations, c.ppo.eval_every, c.ppo.save_every = 4, 2, 2
+    c.ppo.eval_prompts, c.ppo.batch_size = 16, 8
+    c.comparisons.max_new_tokens = c.evaluation.max_new_tokens = c.ppo.sampling.max_new_tokens = 24
+    c.evaluation.best_of_n = 2
+    c.evaluation.batch_size = c.comparisons.batch_size = 16
+
+
+def _smollm2(c):
+    c.base.init = smollm2_path()
+    for section in (c.sft, c.rm, c.ppo):
+        section.model.dtype = "bfloat16"
+    c.sft.optimizer.update(learning_rate=2e-5, warmup_steps=5)
+    c.rm.optimizer.update(learning_rate=9e-6, warmup_steps=5)
+    c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 9.65e-6
+    c.ppo.data.max_prompt_len = 96
+    c.world.update(demonstrations=400, rm_prompts=96, ppo_prompts=320, eval_prompts=64,
+                   pretraining=2000)
+    c.ppo.iterations, c.ppo.batch_size, c.ppo.eval_prompts = 10, 16, 32
+    c.evaluation.best_of_n = 4
+    c.comparisons.batch_size = c.evaluation.batch_size = 32
+
+
+def _real(c, name):
+    c.world.enabled = False
+    c.data.format = name
+    c.base.init = ""  # required: the Hugging Face checkpoint directory to start from
+    for section in (c.sft, c.rm, c.ppo):
+        section.mesh.devices = 0  # every device
+        section.mesh.update(data=-1, fsdp=1, tensor=1, rules="fsdp")
+        section.model.dtype = "bfloat16"
+    c.sft.data.max_len = c.rm.data.max_len = 512
+    c.rm.data.k_max = 2
+    c.ppo.data.max_prompt_len = 384
+    c.ppo.sampling.max_new_tokens = 128
+    c.ppo.ptx.max_len = 512
+    c.sft.optimizer.learning_rate = 1e-5
+    c.rm.optimizer.learning_rate = 9e-6
+    c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 9.65e-6
+    c.ppo.iterations, c.ppo.batch_size = 256, 64
+    c.evaluation.best_of_n = 4

@@ -1,0 +1,1 @@
+"""The paper's evaluations in the simulated world: win rates, RM accuracy, alignment tax."""

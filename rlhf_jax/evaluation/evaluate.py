@@ -1,0 +1,182 @@
+"""The paper's evaluations of a finished pipeline run, as one ``results`` dict.
+
+- Figure 1: each model's win rate against the SFT model (a second, independent
+  sample of SFT for SFT itself) on held-out prompts, judged by the held-out
+  labelers (by the reward model with real data), with 95% intervals over
+  prompts. Models: ``base`` (the prompt as a forum thread), ``base_prompted``
+  (the same after a few answered threads), ``sft``, ``ppo``, ``ppo_ptx`` and
+  ``best_of_n`` (the RM's favourite of n SFT samples).
+- Gold scores and the rubric's parts (content, clean, concise) per model.
+- RM accuracy on the RM's validation comparisons as the training labelers
+  ranked them, and as held-out labelers rank the same responses.
+- Alignment tax: the loss on held-out pretraining text and the accuracy on the
+  held-out fact questions (``corpus.fact_questions``, a task family never
+  used in RL, answered by the likelihood of each choice) for every model.
+- Over-optimization: RM score and gold score against KL from SFT along each PPO
+  run (its validation records).
+- Samples: every model's responses to the first few prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from rlhf_jax import parallel
+from rlhf_jax.data import datasets
+from rlhf_jax.data.loaders import split_records
+from rlhf_jax.data.tokenize import encode_text
+from rlhf_jax.evaluation.models import Policy, RewardModel
+from rlhf_jax.evaluation.stats import mean_interval, pairwise_accuracy
+from rlhf_jax.feedback import corpus
+from rlhf_jax.feedback.labelers import heldout_labelers
+from rlhf_jax.feedback.tasks import rubric
+from rlhf_jax.models import CausalLM
+from rlhf_jax.pipeline.metrics import read_metrics
+from rlhf_jax.pipeline.sft import validation_loss
+
+MODELS = ("base", "base_prompted", "sft", "ppo", "ppo_ptx", "best_of_n")
+
+
+def gold_judge(world):
+    """The PPO stage's judge: held-out labelers' mean expected score (no noise) and the rubric."""
+    labelers = heldout_labelers(world.panel)
+
+    def judge(prompts, responses) -> dict:
+        tasks = [world.task(p) for p in prompts]
+        gold = [np.mean([l.expected_score(t, r) for l in labelers]) for t, r in zip(tasks, responses)]
+        quality = [rubric(t, r)["quality"] for t, r in zip(tasks, responses)]
+        return {"judge/gold_score": float(np.mean(gold)), "judge/quality": float(np.mean(quality))}
+
+    return judge
+
+
+def evaluate(config, world, inputs, models: dict, workdir: str) -> dict:
+    e, seed = config.evaluation, config.seed + 1000
+    prompts = _eval_prompts(inputs, models)
+    chat = dict(chat=config.sft.data.chat, max_prompt_len=config.ppo.data.max_prompt_len,
+                max_new_tokens=e.max_new_tokens, temperature=e.temperature, batch_size=e.batch_size)
+    reward = RewardModel(models["reward_model"], config.rm.data.max_len, config.sft.data.chat)
+    sft = Policy(models["sft"])
+    reference = [s[0] for s in sft.sample(prompts, 1, seed, **chat)]
+    responses = dict(sft=[s[0] for s in sft.sample(prompts, 1, seed + 1, **chat)])
+    candidates = sft.sample(prompts, e.best_of_n, seed + 2, **chat)
+    responses["best_of_n"] = [c[int(np.argmax(reward.score([p] * len(c), c)))]
+                              for p, c in zip(prompts, candidates)]
+    for name in ("ppo", "ppo_ptx"):
+        responses[name] = [s[0] for s in Policy(models[name]).sample(prompts, 1, seed + 3, **chat)]
+    base = Policy(models["base"])
+    forum = dict(chat, chat=False, line_stop=True, max_prompt_len=4 * config.ppo.data.max_prompt_len)
+    threads = [corpus.internet_prompt(p) for p in prompts]
+    responses["base"] = [s[0] for s in base.sample(threads, 1, seed + 4, **forum)]
+    if world is not None:
+        prefix = corpus.fewshot_prefix(world.fewshot_tasks(e.fewshot))
+        responses["base_prompted"] = [s[0] for s in base.sample(threads, 1, seed + 5, prefix=prefix,
+                                                                **forum)]
+    responses = {m: responses[m] for m in MODELS if m in responses}
+
+    judged = _judge(world, reward, prompts, responses, reference, seed)
+    return dict(
+        judge="held-out labelers" if world is not None else "reward model",
+        prompts=len(prompts), **judged,
+        rm_accuracy=_rm_accuracy(world, reward, workdir, models),
+        agreement=_agreement(workdir, config.rounds) if world is not None else {},
+        alignment_tax=_alignment_tax(config, models, workdir),
+        overoptimization={run: _curve(path) for run, path in models["runs"].items()},
+        samples=[dict(prompt=p, reference_sft=reference[i], **{m: r[i] for m, r in responses.items()})
+                 for i, p in enumerate(prompts[:e.shown_prompts])])
+
+
+def _eval_prompts(inputs, models) -> list[str]:
+    if inputs.eval_prompts:
+        return [json.loads(line)["prompt"] for line in open(inputs.eval_prompts)]
+    source = datasets.read_records("prompt", os.path.join(models["runs"]["ppo"], "data"))["test"]
+    return [r.prompt for r in split_records(source, "prompt")]
+
+
+def _judge(world, reward, prompts, responses, reference, seed) -> dict:
+    """Win rates against ``reference`` (per prompt: the share of judges preferring the model),
+    with gold scores and rubric parts when labelers exist."""
+    rng = np.random.default_rng(seed)
+    out = dict(win_rate_vs_sft={}, gold_score={}, rubric={})
+    if world is None:
+        ref_scores = reward.score(prompts, reference)
+    for model, texts in responses.items():
+        if world is None:
+            scores = reward.score(prompts, texts)
+            wins = (scores > ref_scores) + 0.5 * (scores == ref_scores)
+        else:
+            labelers = heldout_labelers(world.panel)
+            tasks = [world.task(p) for p in prompts]
+            wins = [np.mean([l.prefers(t, y, r, rng) for l in labelers])
+                    for t, y, r in zip(tasks, texts, reference)]
+            gold = [np.mean([l.expected_score(t, y) for l in labelers]) for t, y in zip(tasks, texts)]
+            out["gold_score"][model] = mean_interval(gold)
+            parts = [rubric(t, y) for t, y in zip(tasks, texts)]
+            out["rubric"][model] = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+        out["win_rate_vs_sft"][model] = mean_interval(wins, (0.0, 1.0))
+    return out
+
+
+def _rm_accuracy(world, reward, workdir, models) -> dict:
+    """Pairwise accuracy on the RM stage's validation comparisons: as ranked by the training
+    labelers, and (with the world) as ranked again by a random held-out labeler each."""
+    rm_dir = os.path.dirname(models["reward_model"])
+    comparisons = split_records(datasets.read_records("comparison", os.path.join(rm_dir, "data"))
+                                ["validation"], "comparison")
+    scores = [reward.score([c.prompt] * c.k, list(c.responses)) for c in comparisons]
+    out = dict(training_labelers=pairwise_accuracy(scores, [c.ranking for c in comparisons]),
+               comparisons=len(comparisons))
+    if world is not None:
+        rng = np.random.default_rng(0)
+        labelers = heldout_labelers(world.panel)
+        rankings = [labelers[rng.integers(len(labelers))].rank(world.task(c.prompt), c.responses, rng)
+                    for c in comparisons]
+        out["heldout_labelers"] = pairwise_accuracy(scores, rankings)
+    return out
+
+
+def _agreement(workdir, rounds) -> dict:
+    results = [json.load(open(os.path.join(workdir, f"round{r}", "comparisons", "result.json")))
+               for r in range(1, rounds + 1)]
+    return dict(training=float(np.mean([r["agreement_training"] for r in results])),
+                heldout=float(np.mean([r["agreement_heldout"] for r in results])))
+
+
+def _alignment_tax(config, models, workdir) -> dict:
+    """Held-out pretraining loss (the PPO stage's pretraining validation split) and the fact
+    questions, for the base, SFT, PPO and PPO-ptx models."""
+    ptx_data = os.path.join(models["runs"]["ppo"], "data")
+    texts = split_records(datasets.read_records("pretrain", ptx_data)["validation"], "pretrain")
+    mesh, rules = parallel.make_mesh(1, 1, 1, jax.devices()[:1]), parallel.get_rules("data")
+    questions = corpus.fact_questions()
+    out = {}
+    for name in ("base", "sft", "ppo", "ppo_ptx"):
+        policy = Policy(models[name])
+        examples = [encode_text(policy.tokenizer, t.text, config.ppo.ptx.max_len) for t in texts]
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            loss = validation_loss(CausalLM(policy.config), examples, config.ppo.ptx.max_len,
+                                   config.evaluation.batch_size, mesh, rules)(policy.params)["loss"]
+        contexts = [q for q, choices, _ in questions for _ in choices]
+        logliks = policy.loglik(contexts, [c for _, choices, _ in questions for c in choices])
+        right, probs, at = [], [], 0
+        for _, choices, answer in questions:
+            ll = logliks[at:at + len(choices)]
+            at += len(choices)
+            right.append(float(np.argmax(ll) == answer))
+            probs.append(float(np.exp(ll[answer] - np.logaddexp.reduce(ll))))
+        out[name] = dict(pretrain_loss=float(loss), fact_accuracy=float(np.mean(right)),
+                         fact_probability=float(np.mean(probs)))
+    return out
+
+
+def _curve(run_dir: str) -> list[dict]:
+    """Validation records of a PPO run: iteration, KL, RM score and (world) gold score."""
+    rows = read_metrics(run_dir, "validation")
+    return [dict(iteration=r["step"], kl=r["kl"], rm_score=r["score"],
+                 **({"gold_score": r["judge/gold_score"]} if "judge/gold_score" in r else {}))
+            for r in rows]

@@ -1,0 +1,124 @@
+"""``workdir/report.md`` and its plots from the evaluation's results.
+
+``write(workdir, results)`` writes ``results.json`` (every number), the plots
+``figure1.png`` (win rate against SFT with 95% intervals), ``overoptimization.png``
+(RM and gold score against KL along each PPO run) and ``ppo_curves.png`` (RM
+score and KL per iteration), and ``report.md`` with the tables and samples.
+``summary(results)`` is the table the pipeline prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _ci(entry: dict) -> str:
+    return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+
+
+def summary(results: dict) -> str:
+    """Win rate, gold score and alignment tax per model, as a Markdown table."""
+    tax = results["alignment_tax"]
+    lines = [f"| model | win rate vs SFT ({results['judge']}) | gold score | pretraining loss "
+             "| fact accuracy |", "|---|---|---|---|---|"]
+    for model, win in results["win_rate_vs_sft"].items():
+        gold = results["gold_score"].get(model)
+        t = tax.get(model)
+        tax_cells = f"{t['pretrain_loss']:.4f} | {t['fact_accuracy']:.3f}" if t else "- | -"
+        lines.append(f"| {model} | {_ci(win)} | {_ci(gold) if gold else '-'} | {tax_cells} |")
+    return "\n".join(lines)
+
+
+def _figure1(results: dict, path: str) -> None:
+    models = list(results["win_rate_vs_sft"])
+    wins = [results["win_rate_vs_sft"][m] for m in models]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(models, [w["value"] for w in wins], color="#4c72b0",
+           yerr=[[w["value"] - w["low"] for w in wins], [w["high"] - w["value"] for w in wins]],
+           capsize=4)
+    ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"win rate vs SFT ({results['judge']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _overoptimization(results: dict, path: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for (run, rows), color in zip(results["overoptimization"].items(), ("#c44e52", "#55a868")):
+        kl = [r["kl"] for r in rows]
+        ax.plot(kl, [r["rm_score"] for r in rows], "o--", color=color, label=f"{run}: RM score")
+        if rows and "gold_score" in rows[0]:
+            ax.plot(kl, [r["gold_score"] for r in rows], "s-", color=color,
+                    label=f"{run}: gold score")
+    ax.set_xlabel("KL(π ‖ π_SFT) per response (nats)")
+    ax.set_ylabel("score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _curves(results: dict, path: str) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for run, rows in results["overoptimization"].items():
+        steps = [r["iteration"] for r in rows]
+        axes[0].plot(steps, [r["rm_score"] for r in rows], label=run)
+        axes[1].plot(steps, [r["kl"] for r in rows], label=run)
+    for ax, label in zip(axes, ("RM score", "KL (nats)")):
+        ax.set_xlabel("PPO iteration")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(workdir: str, results: dict) -> str:
+    """Writes the results, plots and report; returns the report's path."""
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    _figure1(results, os.path.join(workdir, "figure1.png"))
+    _overoptimization(results, os.path.join(workdir, "overoptimization.png"))
+    _curves(results, os.path.join(workdir, "ppo_curves.png"))
+    rm, agreement = results["rm_accuracy"], results.get("agreement") or {}
+    parts = [
+        "# InstructGPT pipeline report", "",
+        f"{results['prompts']} held-out prompts; win rates judged by the {results['judge']}, "
+        "95% intervals over prompts.", "", summary(results), "", "![Figure 1](figure1.png)", "",
+        "## Reward model", "",
+        f"Pairwise accuracy on {rm['comparisons']} validation comparisons: "
+        f"{rm['training_labelers']:.3f} as ranked by training labelers"
+        + (f", {rm['heldout_labelers']:.3f} as ranked by held-out labelers"
+           if "heldout_labelers" in rm else "") + " (the paper: 72.4% and 69.6%).", ""]
+    if agreement:
+        parts += [f"Inter-labeler agreement on the sampled comparisons: {agreement['training']:.3f} "
+                  f"among training labelers, {agreement['heldout']:.3f} among held-out labelers "
+                  "(the paper: 72.6% and 77.3%).", ""]
+    if results["rubric"]:
+        parts += ["## Rubric parts per model", "", "| model | content | clean | concise | quality |",
+                  "|---|---|---|---|---|"]
+        parts += [f"| {m} | " + " | ".join(f"{r[k]:.3f}" for k in ("content", "clean", "concise",
+                                                                     "quality")) + " |"
+                  for m, r in results["rubric"].items()] + [""]
+    parts += ["## Alignment tax", "", "| model | held-out pretraining loss | fact accuracy | "
+              "fact probability |", "|---|---|---|---|"]
+    parts += [f"| {m} | {t['pretrain_loss']:.4f} | {t['fact_accuracy']:.3f} | "
+              f"{t['fact_probability']:.3f} |" for m, t in results["alignment_tax"].items()]
+    parts += ["", "## Over-optimization", "", "![over-optimization](overoptimization.png)", "",
+              "![PPO curves](ppo_curves.png)", "", "## Samples", ""]
+    for sample in results["samples"]:
+        parts += [f"**{sample['prompt']}**", "", "| model | response |", "|---|---|"]
+        parts += [f"| {m} | {str(text).replace('|', '/') or '(empty)'} |"
+                  for m, text in sample.items() if m != "prompt"] + [""]
+    path = os.path.join(workdir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+    return path

@@ -1,0 +1,152 @@
+"""The whole of InstructGPT as one experiment: base model, SFT, RM, PPO and PPO-ptx, evaluation.
+
+``run_instructgpt(config, workdir)`` (config: ``configs/instructgpt.py``) runs
+
+1. ``base``: pretrain ``config.pretrain.model`` on the corpus, or take ``config.base.init``;
+2. ``sft``: supervised fine-tuning on the demonstrations;
+3. per round r: ``round<r>/comparisons`` (K = k_min..k_max samples per RM prompt
+   from the SFT model, or in later rounds from the last PPO-ptx policy, ranked by
+   the training labelers), ``round<r>/rm`` (on every round's comparisons so far,
+   from the SFT model, normalized on the demonstrations), ``round<r>/ppo`` (γ = 0)
+   and ``round<r>/ppo_ptx`` (γ = ``config.ptx_coef``), both from the SFT model
+   with the value function initialised from the RM;
+4. ``evaluation``: ``results.json``, then ``report.md`` and its plots.
+
+Each stage works in its own directory ``workdir/<stage>`` and is finished when
+its ``result.json`` exists (written last, atomically): a re-run skips finished
+stages, and an interrupted stage resumes from its own checkpoints, so the
+final results equal those of an uninterrupted run. With real data
+(``config.world.enabled = False``) the comparisons are the user's and the
+evaluation judges by the reward model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import ml_collections
+import numpy as np
+
+from rlhf_jax.evaluation import evaluate, report
+from rlhf_jax.evaluation.models import Policy
+from rlhf_jax.feedback.labelers import heldout_labelers, pairwise_agreement, training_labelers
+from rlhf_jax.feedback.world import World, write_jsonl
+from rlhf_jax.pipeline.inputs import Inputs, real_inputs, world_inputs
+from rlhf_jax.pipeline.ppo import run_ppo
+from rlhf_jax.pipeline.reward import run_reward
+from rlhf_jax.pipeline.sft import run_sft
+
+RESULT = "result.json"
+
+
+def once(workdir: str, name: str, run: Callable[[str], dict]) -> dict:
+    """``run(workdir/name)`` unless its ``result.json`` exists; the result is written last."""
+    directory = os.path.join(workdir, name)
+    path = os.path.join(directory, RESULT)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    os.makedirs(directory, exist_ok=True)
+    print(f"[instructgpt] {name}")
+    result = run(directory)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2, default=float)
+    os.replace(path + ".tmp", path)
+    return result
+
+
+def stage_config(section, **fields) -> ml_collections.ConfigDict:
+    """An unlocked copy of a stage's section with the pipeline's paths filled in (``a.b`` keys
+    reach into subsections)."""
+    config = ml_collections.ConfigDict(section.to_dict())
+    for key, value in fields.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def run_instructgpt(config, workdir: str) -> dict:
+    """Runs every unfinished stage; returns the evaluation's results."""
+    if config.rounds < 1:
+        raise ValueError(f"config.rounds={config.rounds}: need at least 1")
+    world = World(config.world.seed, config.world.users) if config.world.enabled else None
+    if world is None and config.rounds > 1:
+        raise ValueError("config.rounds > 1 needs labelers for the new comparisons: enable "
+                         "config.world, or run one round on real data")
+    if world is None and not config.base.init:
+        raise ValueError("real data needs a pretrained model: set config.base.init to a Hugging "
+                         "Face directory or .gguf file")
+    inputs = world_inputs(config, world, workdir) if world else real_inputs(config, workdir)
+    base = config.base.init or os.path.join(workdir, "base", "model")
+    if not config.base.init:
+        once(workdir, "base", lambda d: run_sft(stage_config(
+            config.pretrain, **{"data.path": inputs.pretraining, "data.toy_records": 0}), d))
+    sft = os.path.join(workdir, "sft", "model")
+    once(workdir, "sft", lambda d: run_sft(stage_config(
+        config.sft, init=base, **{"data.path": inputs.demonstrations, "data.toy_records": 0}), d))
+
+    sampler, comparison_files, runs = sft, [], {}
+    judge = evaluate.gold_judge(world) if world else None
+    for r in range(1, config.rounds + 1):
+        name = f"round{r}"
+        once(workdir, f"{name}/comparisons",
+             lambda d: _comparisons(config, world, inputs, sampler, comparison_files, r, d))
+        comparison_files.append(os.path.join(workdir, name, "comparisons", "all.jsonl"))
+        rm = os.path.join(workdir, name, "rm", "reward_model")
+        once(workdir, f"{name}/rm", lambda d: run_reward(stage_config(
+            config.rm, init=sft, **{"data.path": comparison_files[-1], "data.toy_records": 0,
+                                    "normalize.path": inputs.demonstrations,
+                                    "normalize.toy_records": 0}), d))
+        for run, coef in (("ppo", 0.0), ("ppo_ptx", config.ptx_coef)):
+            once(workdir, f"{name}/{run}", lambda d: run_ppo(stage_config(
+                config.ppo, init=sft, value_init="reward", **{
+                    "reward.path": rm, "reward.token_count": -1, "data.path": inputs.ppo_prompts,
+                    "data.toy_records": 0, "ptx.path": inputs.pretraining, "ptx.toy_records": 0,
+                    "ppo.ptx_coef": coef}), d, judge))
+            runs[run] = os.path.join(workdir, name, run)
+        sampler = os.path.join(runs["ppo_ptx"], "policy")
+    models = dict(base=base, sft=sft, ppo=os.path.join(runs["ppo"], "policy"),
+                  ppo_ptx=os.path.join(runs["ppo_ptx"], "policy"),
+                  reward_model=rm, runs=runs)
+    results = once(workdir, "evaluation",
+                   lambda d: evaluate.evaluate(config, world, inputs, models, workdir))
+    report.write(workdir, results)
+    return results
+
+
+def _comparisons(config, world: World | None, inputs: Inputs, sampler: str, earlier: list[str],
+                 round_index: int, directory: str) -> dict:
+    """Samples K responses per RM prompt from ``sampler``; a training labeler ranks them. Writes
+    this round's ``comparisons.jsonl`` and ``all.jsonl`` (with the earlier rounds'). Responses
+    that decode to blank text are left out (records hold no empty response), and so are
+    prompts left with fewer than two."""
+    all_path = os.path.join(directory, "all.jsonl")
+    if world is None:  # real data: the user's comparisons
+        write_jsonl([json.loads(l) for l in open(inputs.comparisons)], all_path)
+        return dict(source=inputs.comparisons)
+    c = config.comparisons
+    prompts = [json.loads(l) for l in open(inputs.rm_prompts)]
+    samples = Policy(sampler).sample(
+        [p["prompt"] for p in prompts], c.k_max, config.seed + round_index, chat=config.sft.data.chat,
+        max_prompt_len=config.ppo.data.max_prompt_len, max_new_tokens=c.max_new_tokens,
+        temperature=c.temperature, batch_size=c.batch_size, min_new_tokens=1)
+    rng = np.random.default_rng([config.seed, round_index])
+    kept = [[r for r in s[:int(rng.integers(c.k_min, c.k_max + 1))] if r] for s in samples]
+    empty = sum(len(s) for s in samples) - sum(len(s) for s in kept)  # blank after decoding
+    prompts, samples = zip(*[(p, s) for p, s in zip(prompts, kept) if len(s) >= 2])
+    records = world.comparisons(prompts, samples, round_index)
+    write_jsonl(records, os.path.join(directory, "comparisons.jsonl"))
+    earlier_records = [l for path in earlier for l in open(path)]
+    write_jsonl([json.loads(l) for l in earlier_records] + records, all_path)
+    tasks = [world.task(p["prompt"]) for p in prompts]
+    agreement_rng = np.random.default_rng([config.seed, round_index, 1])
+    return dict(comparisons=len(records), dropped_blank_responses=empty, sampler=sampler,
+                agreement_training=pairwise_agreement(training_labelers(world.panel), tasks,
+                                                      samples, agreement_rng),
+                agreement_heldout=pairwise_agreement(heldout_labelers(world.panel), tasks,
+                                                     samples, agreement_rng))
