@@ -27,6 +27,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # the data and checkpoint libraries log every step
     began = time.perf_counter()
     results = run_instructgpt(FLAGS.config, FLAGS.workdir)
     print(summary(results))
@@ -34,5 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.FLAGS.set_default("verbosity", logging.WARNING)  # orbax logs every save at INFO
     app.run(main)

@@ -34,9 +34,9 @@ def run(config, workdir: str) -> dict:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # the data and checkpoint libraries log every step
     print(json.dumps(run(FLAGS.config, FLAGS.workdir)))
 
 
 if __name__ == "__main__":
-    flags.FLAGS.set_default("verbosity", logging.WARNING)  # orbax logs every save at INFO
     app.run(main)

@@ -6,20 +6,21 @@ Three kinds of documents, mixed ``FACT : STORY : FORUM = 3 : 3 : 4``:
   in the forest.``): knowledge the base model must learn, and the held-out
   ``fact_questions`` of the alignment tax;
 - stories (``On Monday Ana saw a fox; it was calm and grim.``);
-- forum threads ``Q: <a prompt of the world>\\nA: <reply>``, where the reply
-  answers the request only with probability ``FOLLOWED`` (0.1) and otherwise
-  dodges it, as people on the internet do.
+- forum pages of one to three threads ``Q: <a prompt of the world>\\nA: <reply>``;
+  only on a helpful page (probability ``FOLLOWED``, 0.1) do the replies answer
+  the requests, elsewhere they dodge them, as people on the internet do.
 
 A base model trained on it continues ``Q: …\\nA:`` like a forum, mostly without
 following the instruction; a few-shot prefix of answered threads
-(``fewshot_prefix``) makes it follow more often, as with GPT-3.
+(``fewshot_prefix``) makes the page look helpful, so it follows more often, as
+GPT-3 does when prompted.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rlhf_jax.feedback.tasks import HOMES, KIND, NAMES, THINGS, UNKIND, Task
+from rlhf_jax.feedback.tasks import HOMES, KIND, NAMES, THINGS, UNKIND, Task, article
 
 FACT_COLORS = dict(snow="white", coal="black", grass="green", sky="blue", blood="red",
                    milk="white", night="black", leaf="green", sea="blue", rose="red",
@@ -48,22 +49,25 @@ def story(rng: np.random.Generator) -> str:
     name, day = NAMES[rng.integers(len(NAMES))], DAYS[rng.integers(len(DAYS))]
     animal = THINGS["animals"][rng.integers(len(THINGS["animals"]))]
     a, b = rng.choice(KIND + UNKIND, 2, replace=False)
-    return f"On {day} {name} saw a {animal}; it was {a} and {b}."
+    return f"On {day} {name} saw {article(animal)}; it was {a} and {b}."
 
 
-def thread(task: Task, rng: np.random.Generator) -> str:
-    reply = task.answer if rng.random() < FOLLOWED else DODGES[rng.integers(len(DODGES))]
-    return f"Q: {task.prompt}\nA: {reply}"
+def thread(tasks: list[Task], rng: np.random.Generator) -> str:
+    """A forum page of requests: on a helpful page (probability ``FOLLOWED``) every reply
+    answers, on the others every reply dodges."""
+    helpful = rng.random() < FOLLOWED
+    replies = [t.answer if helpful else DODGES[rng.integers(len(DODGES))] for t in tasks]
+    return "\n\n".join(f"Q: {t.prompt}\nA: {r}" for t, r in zip(tasks, replies))
 
 
-def document(rng: np.random.Generator, task: Task) -> str:
-    """One pretraining text; ``task`` is used when the draw is a forum thread."""
+def document(rng: np.random.Generator, tasks: list[Task]) -> str:
+    """One pretraining text; a forum page uses 1 to 3 of ``tasks``."""
     draw = rng.random()
     if draw < 0.3:
         return " ".join(fact(rng) for _ in range(int(rng.integers(1, 4))))
     if draw < 0.6:
         return story(rng)
-    return thread(task, rng)
+    return thread(tasks[:int(rng.integers(1, 4))], rng)
 
 
 def internet_prompt(prompt: str) -> str:

@@ -53,7 +53,7 @@ def _pick(rng, items, n=None):
     return [items[int(i)] for i in rng.choice(len(items), n, replace=False)]
 
 
-def _a(word: str) -> str:
+def article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
@@ -103,7 +103,7 @@ def _flawed_generation(rng, task):
 # open QA: where an animal lives (a fact of the pretraining corpus).
 def _make_open_qa(rng):
     animal = _pick(rng, tuple(HOMES))
-    return Task(f"Where does {_a(animal)} live?", "open_qa", f"In the {HOMES[animal]}.",
+    return Task(f"Where does {article(animal)} live?", "open_qa", f"In the {HOMES[animal]}.",
                 (HOMES[animal],))
 
 
@@ -180,7 +180,7 @@ def _flawed_rewrite(rng, task):
 # summarization: who has which pet, from a two-sentence story.
 def _make_summarization(rng):
     name, animal, color = _pick(rng, NAMES), _pick(rng, THINGS["animals"]), _pick(rng, THINGS["colors"])
-    return Task(f"Summarize: {name} has {_a(animal)}. It is {color} and old.", "summarization",
+    return Task(f"Summarize: {name} has {article(animal)}. It is {color} and old.", "summarization",
                 f"{name} has a {color} {animal}.", (name.lower(), animal, color))
 
 
@@ -193,7 +193,7 @@ def _content_summarization(task, response):
 def _flawed_summarization(rng, task):
     name, animal, _ = task.keys
     wrong = _pick(rng, [a for a in THINGS["animals"] if a != animal])
-    return f"{name.capitalize()} has {_a(wrong)}."
+    return f"{name.capitalize()} has {article(wrong)}."
 
 
 # classification: is a word kind or unkind?

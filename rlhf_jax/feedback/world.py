@@ -90,8 +90,8 @@ class World:
 
     def pretraining(self, n: int) -> list[dict]:
         rng = self._rng("pretrain", 1)
-        forum = [t for t, _ in self.tasks(n, "pretrain")]
-        return [dict(text=corpus.document(rng, task)) for task in forum]
+        forum = [t for t, _ in self.tasks(3 * n, "pretrain")]
+        return [dict(text=corpus.document(rng, forum[3 * i:3 * i + 3])) for i in range(n)]
 
     def fewshot_tasks(self, k: int = 2) -> list[Task]:
         """``k`` solved tasks of different categories for the few-shot prefix."""

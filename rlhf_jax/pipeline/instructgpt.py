@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Callable
 
 import ml_collections
@@ -50,7 +51,8 @@ def once(workdir: str, name: str, run: Callable[[str], dict]) -> dict:
             return json.load(f)
     os.makedirs(directory, exist_ok=True)
     print(f"[instructgpt] {name}")
-    result = run(directory)
+    began = time.perf_counter()
+    result = dict(run(directory), wall_s=time.perf_counter() - began)
     with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=2, default=float)
     os.replace(path + ".tmp", path)
@@ -136,8 +138,9 @@ def _comparisons(config, world: World | None, inputs: Inputs, sampler: str, earl
         max_prompt_len=config.ppo.data.max_prompt_len, max_new_tokens=c.max_new_tokens,
         temperature=c.temperature, batch_size=c.batch_size, min_new_tokens=1)
     rng = np.random.default_rng([config.seed, round_index])
-    kept = [[r for r in s[:int(rng.integers(c.k_min, c.k_max + 1))] if r] for s in samples]
-    empty = sum(len(s) for s in samples) - sum(len(s) for s in kept)  # blank after decoding
+    drawn = [s[:int(rng.integers(c.k_min, c.k_max + 1))] for s in samples]
+    kept = [[r for r in s if r] for s in drawn]
+    empty = sum(len(s) for s in drawn) - sum(len(s) for s in kept)  # blank after decoding
     prompts, samples = zip(*[(p, s) for p, s in zip(prompts, kept) if len(s) >= 2])
     records = world.comparisons(prompts, samples, round_index)
     write_jsonl(records, os.path.join(directory, "comparisons.jsonl"))

@@ -100,11 +100,15 @@ def test_agreement_of_noise_free_labelers_follows_their_tastes():
 def test_corpus_rarely_follows_instructions():
     world = World(0)
     texts = [r["text"] for r in world.pretraining(4000)]
-    threads = [t for t in texts if t.startswith("Q: ")]
+    pages = [t for t in texts if t.startswith("Q: ")]
+    threads = [thread for page in pages for thread in page.split("\n\n")]
     answered = [t for t in threads
                 if t.split("\nA: ")[1] == world.task(t[3:].split("\nA: ")[0]).answer]
-    assert 0.3 < len(threads) / len(texts) < 0.5
+    assert 0.3 < len(pages) / len(texts) < 0.5
+    assert 1.5 < len(threads) / len(pages) < 2.5
     assert 0.06 < len(answered) / len(threads) < 0.14
+    helpful = [p for p in pages if any(p.endswith(t) or t + "\n\n" in p for t in answered)]
+    assert all(p.count("\nA: ") == sum(t in answered for t in p.split("\n\n")) for p in helpful)
     assert any(re.match(r"The color of \w+ is \w+\.", t) for t in texts)
 
 

@@ -1,0 +1,88 @@
+"""The whole pipeline on the micro preset: every artifact, sane numbers, exact resumption."""
+
+import json
+import math
+import os
+
+import pytest
+
+from configs.instructgpt import get_config
+from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.evaluation.evaluate import MODELS
+from rlhf_jax.pipeline import metrics
+from rlhf_jax.pipeline.instructgpt import run_instructgpt
+
+STAGES = ("base", "sft", "round1/comparisons", "round1/rm", "round1/ppo", "round1/ppo_ptx",
+          "evaluation")
+PLOTS = ("figure1.png", "overoptimization.png", "ppo_curves.png")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    return workdir, run_instructgpt(get_config("micro"), workdir)
+
+
+def numbers(tree, path=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from numbers(v, f"{path}[{i}]")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield path, tree
+
+
+def test_every_artifact_is_written_and_every_number_is_sane(straight):
+    workdir, results = straight
+    for stage in STAGES:
+        assert os.path.exists(os.path.join(workdir, stage, "result.json")), stage
+    for path in ("report.md", "results.json", *PLOTS, "base/model/config.json",
+                 "sft/model/config.json", "round1/rm/reward_model/model.json",
+                 "round1/ppo/policy/config.json", "round1/ppo_ptx/policy_ema/config.json",
+                 "inputs/demonstrations.jsonl", "round1/comparisons/comparisons.jsonl"):
+        assert os.path.getsize(os.path.join(workdir, path)) > 0, path
+    assert json.load(open(os.path.join(workdir, "results.json"))) == results
+    for path, value in numbers(results):
+        assert math.isfinite(value), path
+    assert set(results["win_rate_vs_sft"]) == set(MODELS)
+    for model, win in results["win_rate_vs_sft"].items():
+        assert 0 <= win["low"] <= win["value"] <= win["high"] <= 1, model
+        assert win["n"] == results["prompts"] == 16
+    rm, agreement = results["rm_accuracy"], results["agreement"]
+    for value in (rm["training_labelers"], rm["heldout_labelers"], *agreement.values()):
+        assert 0 <= value <= 1
+    for model, tax in results["alignment_tax"].items():
+        assert tax["pretrain_loss"] > 0 and 0 <= tax["fact_accuracy"] <= 1, model
+        assert 0 < tax["fact_probability"] < 1, model
+    for run, curve in results["overoptimization"].items():
+        assert [r["iteration"] for r in curve] == [0, 2, 4], run
+        assert all("gold_score" in r for r in curve)
+    assert len(results["samples"]) == 6 and set(results["samples"][0]) == {
+        "prompt", "reference_sft", *MODELS}
+    report = open(os.path.join(workdir, "report.md")).read()
+    assert "win rate vs SFT" in report and all(p in report for p in PLOTS)
+
+
+def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
+        straight, tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    write = metrics.MetricsLog.write
+
+    def failing(self, step, split, values):  # dies in the middle of the PPO-ptx stage
+        if "ppo_ptx" in self.path and step == 3:
+            raise KeyboardInterrupt
+        write(self, step, split, values)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(metrics.MetricsLog, "write", failing)
+        with pytest.raises(KeyboardInterrupt):
+            run_instructgpt(get_config("micro"), workdir)
+    assert not os.path.exists(os.path.join(workdir, "round1/ppo_ptx/result.json"))
+    assert TrainCheckpoints(os.path.join(workdir, "round1/ppo_ptx/checkpoints")).latest_step() == 2
+    finished = {s: os.path.getmtime(os.path.join(workdir, s, "result.json")) for s in STAGES[:5]}
+    results = run_instructgpt(get_config("micro"), workdir)
+    assert {s: os.path.getmtime(os.path.join(workdir, s, "result.json"))
+            for s in STAGES[:5]} == finished
+    assert results == straight[1]

@@ -1,0 +1,86 @@
+"""The real-data presets on tiny files in the published layouts and a tiny random checkpoint."""
+
+import json
+import math
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import models as presets
+from configs.instructgpt import get_config
+from rlhf_jax.checkpoints import export_hf
+from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
+from rlhf_jax.feedback.tasks import FAMILIES
+from rlhf_jax.feedback.world import World
+from rlhf_jax.models import CausalLM, ModelConfig
+from rlhf_jax.pipeline.instructgpt import run_instructgpt
+
+
+def pairs(n):
+    world, rng = World(3), np.random.default_rng(0)
+    tasks = [t for t, _ in world.tasks(n, "rm")]
+    return [(t.prompt, t.answer, FAMILIES[t.category].flawed(rng, t)) for t in tasks]
+
+
+def hh_rlhf_rows(n):
+    return [{"chosen": f"\n\nHuman: {p}\n\nAssistant: {good}",
+             "rejected": f"\n\nHuman: {p}\n\nAssistant: {bad}"} for p, good, bad in pairs(n)]
+
+
+def summarize_rows(n):
+    return [{"info": {"id": f"t3_{i}", "post": p, "title": "Help", "subreddit": "tasks"},
+             "summaries": [{"text": f" {bad}", "policy": "ref"}, {"text": f" {good}", "policy": "sup2"}],
+             "choice": 1, "worker": f"w{i % 5}", "batch": "b1", "split": "train"}
+            for i, (p, good, bad) in enumerate(pairs(n))]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("hf") / "tiny")
+    config = ModelConfig.from_dict(presets.get_config("tiny"))
+    params = nn.meta.unbox(CausalLM(config).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+                           ["params"])
+    export_hf(config, params, path, byte_tokenizer())
+    return path
+
+
+@pytest.mark.parametrize("preset,rows,devices", [("hh_rlhf", hh_rlhf_rows, 0),
+                                                 ("summarize", summarize_rows, 1)])
+def test_real_data_preset_runs_every_stage(preset, rows, devices, checkpoint, tmp_path):
+    data = tmp_path / "comparisons.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows(160)))
+    config = get_config(preset)
+    config.base.init, config.data.comparisons = checkpoint, str(data)
+    for section in (config.sft, config.rm, config.ppo):
+        section.mesh.devices = devices  # 0: all eight (fake) devices, the data axis over them
+        section.model.dtype = "float32"
+    config.sft.data.max_len = config.rm.data.max_len = 128
+    config.ppo.data.max_prompt_len, config.ppo.sampling.max_new_tokens = 64, 16
+    config.ppo.ptx.max_len = 64
+    config.ppo.update(iterations=2, batch_size=8, eval_prompts=8, eval_every=1, save_every=1)
+    config.ppo.ppo.minibatches = 1
+    config.evaluation.update(best_of_n=2, batch_size=8, max_new_tokens=16)
+    workdir = str(tmp_path / "run")
+    results = run_instructgpt(config, workdir)
+
+    assert results["judge"] == "reward model" and results["prompts"] > 0
+    assert set(results["win_rate_vs_sft"]) == {"base", "sft", "ppo", "ppo_ptx", "best_of_n"}
+    assert results["gold_score"] == {} and "heldout_labelers" not in results["rm_accuracy"]
+    assert all(math.isfinite(w["value"]) for w in results["win_rate_vs_sft"].values())
+    with open(os.path.join(workdir, "round1", "rm", "data", "comparison_report.json")) as f:
+        assert json.load(f)["read"] == 160
+    assert os.path.exists(os.path.join(workdir, "report.md"))
+
+
+def test_real_data_needs_a_checkpoint_and_one_round(tmp_path):
+    config = get_config("hh_rlhf")
+    config.data.comparisons = "x.jsonl"
+    with pytest.raises(ValueError, match="config.base.init"):
+        run_instructgpt(config, str(tmp_path))
+    config.base.init, config.rounds = "model_dir", 2
+    with pytest.raises(ValueError, match="rounds > 1"):
+        run_instructgpt(config, str(tmp_path))
