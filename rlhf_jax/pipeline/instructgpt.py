@@ -43,19 +43,21 @@ RESULT = "result.json"
 
 
 def once(workdir: str, name: str, run: Callable[[str], dict]) -> dict:
-    """``run(workdir/name)`` unless its ``result.json`` exists; the result is written last."""
+    """``run(workdir/name)`` unless its ``result.json`` exists. The file, written last, holds the
+    result and the stage's ``wall_s``; the result alone is returned."""
     directory = os.path.join(workdir, name)
     path = os.path.join(directory, RESULT)
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    os.makedirs(directory, exist_ok=True)
-    print(f"[instructgpt] {name}")
-    began = time.perf_counter()
-    result = dict(run(directory), wall_s=time.perf_counter() - began)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2, default=float)
-    os.replace(path + ".tmp", path)
+    if not os.path.exists(path):
+        os.makedirs(directory, exist_ok=True)
+        print(f"[instructgpt] {name}")
+        began = time.perf_counter()
+        result = dict(run(directory), wall_s=time.perf_counter() - began)
+        with open(path + ".tmp", "w") as f:
+            json.dump(result, f, indent=2, default=float)
+        os.replace(path + ".tmp", path)
+    with open(path) as f:
+        result = json.load(f)
+    result.pop("wall_s")
     return result
 
 

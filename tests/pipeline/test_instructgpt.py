@@ -12,15 +12,21 @@ from rlhf_jax.evaluation.evaluate import MODELS
 from rlhf_jax.pipeline import metrics
 from rlhf_jax.pipeline.instructgpt import run_instructgpt
 
-STAGES = ("base", "sft", "round1/comparisons", "round1/rm", "round1/ppo", "round1/ppo_ptx",
-          "evaluation")
+ROUND = ("comparisons", "rm", "ppo", "ppo_ptx")
+STAGES = ("base", "sft", *(f"round{r}/{s}" for r in (1, 2) for s in ROUND), "evaluation")
 PLOTS = ("figure1.png", "overoptimization.png", "ppo_curves.png")
+
+
+def micro():
+    config = get_config("micro")
+    config.rounds = 2
+    return config
 
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("straight"))
-    return workdir, run_instructgpt(get_config("micro"), workdir)
+    return workdir, run_instructgpt(micro(), workdir)
 
 
 def numbers(tree, path=""):
@@ -44,6 +50,14 @@ def test_every_artifact_is_written_and_every_number_is_sane(straight):
                  "inputs/demonstrations.jsonl", "round1/comparisons/comparisons.jsonl"):
         assert os.path.getsize(os.path.join(workdir, path)) > 0, path
     assert json.load(open(os.path.join(workdir, "results.json"))) == results
+    # The second round ranks samples of the first round's PPO-ptx policy and trains its RM on
+    # both rounds' comparisons.
+    second = json.load(open(os.path.join(workdir, "round2/comparisons/result.json")))
+    assert second["sampler"] == os.path.join(workdir, "round1/ppo_ptx/policy")
+    counts = [json.load(open(os.path.join(workdir, f"round{r}/comparisons/result.json")))
+              ["comparisons"] for r in (1, 2)]
+    rm_data = json.load(open(os.path.join(workdir, "round2/rm/data/comparison_report.json")))
+    assert rm_data["read"] == sum(counts)
     for path, value in numbers(results):
         assert math.isfinite(value), path
     assert set(results["win_rate_vs_sft"]) == set(MODELS)
@@ -70,19 +84,19 @@ def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
     workdir = str(tmp_path)
     write = metrics.MetricsLog.write
 
-    def failing(self, step, split, values):  # dies in the middle of the PPO-ptx stage
-        if "ppo_ptx" in self.path and step == 3:
+    def failing(self, step, split, values):  # dies in the middle of the last PPO-ptx stage
+        if "round2/ppo_ptx" in self.path and step == 3:
             raise KeyboardInterrupt
         write(self, step, split, values)
 
     with monkeypatch.context() as patch:
         patch.setattr(metrics.MetricsLog, "write", failing)
         with pytest.raises(KeyboardInterrupt):
-            run_instructgpt(get_config("micro"), workdir)
-    assert not os.path.exists(os.path.join(workdir, "round1/ppo_ptx/result.json"))
-    assert TrainCheckpoints(os.path.join(workdir, "round1/ppo_ptx/checkpoints")).latest_step() == 2
-    finished = {s: os.path.getmtime(os.path.join(workdir, s, "result.json")) for s in STAGES[:5]}
-    results = run_instructgpt(get_config("micro"), workdir)
+            run_instructgpt(micro(), workdir)
+    assert not os.path.exists(os.path.join(workdir, "round2/ppo_ptx/result.json"))
+    assert TrainCheckpoints(os.path.join(workdir, "round2/ppo_ptx/checkpoints")).latest_step() == 2
+    finished = {s: os.path.getmtime(os.path.join(workdir, s, "result.json")) for s in STAGES[:-2]}
+    results = run_instructgpt(micro(), workdir)
     assert {s: os.path.getmtime(os.path.join(workdir, s, "result.json"))
-            for s in STAGES[:5]} == finished
+            for s in STAGES[:-2]} == finished
     assert results == straight[1]
