@@ -114,8 +114,9 @@ def _smollm2(c):
     c.base.init = smollm2_path()
     for section in (c.sft, c.rm, c.ppo):
         section.model.dtype = "bfloat16"
-    c.sft.optimizer.update(learning_rate=2e-5, warmup_steps=5)
-    c.rm.optimizer.update(learning_rate=9e-6, warmup_steps=5)
+    c.sft.epochs, c.sft.batch_size = 2, 8
+    c.sft.optimizer.update(learning_rate=2e-5, warmup_steps=2)
+    c.rm.optimizer.update(learning_rate=9e-6, warmup_steps=2)
     c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 9.65e-6
     c.ppo.data.max_prompt_len = 96
     c.world.update(demonstrations=400, rm_prompts=96, ppo_prompts=320, eval_prompts=64,

@@ -59,9 +59,9 @@ def ppo_config(config) -> PPOConfig:
 def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
     """Runs ``config.iterations`` PPO iterations; returns the final validation metrics.
 
-    ``judge(prompts, responses) -> {name: mean}``, if given, also rates the
-    validation samples (for example gold scores of simulated labelers); its
-    means are logged with the validation metrics."""
+    ``judge(prompts, responses) -> {'judge/<name>': mean}``, if given, also
+    rates the validation samples (for example gold scores of simulated
+    labelers); its means are logged with the validation metrics."""
     mesh, rules = stage.mesh_and_rules(config)
     shard = (jax.process_index(), jax.process_count())
     settings = ppo_config(config)
