@@ -12,8 +12,8 @@
 - Alignment tax: the loss on held-out pretraining text and the accuracy on the
   held-out fact questions (``corpus.fact_questions``, a task family never
   used in RL, answered by the likelihood of each choice) for every model.
-- Over-optimization: RM score and gold score against KL from SFT along each PPO
-  run (its validation records).
+- Over-optimization: RM score, gold score and expected win rate against SFT
+  along each PPO run, with the KL from SFT (its validation records).
 - Samples: every model's responses to the first few prompts.
 """
 
@@ -42,15 +42,24 @@ from rlhf_jax.pipeline.sft import validation_loss
 MODELS = ("base", "base_prompted", "sft", "ppo", "ppo_ptx", "best_of_n")
 
 
-def gold_judge(world):
-    """The PPO stage's judge: held-out labelers' mean expected score (no noise) and the rubric."""
+def gold_judge(world, reference):
+    """The PPO stage's judge of validation samples: the held-out labelers' mean expected score (no
+    noise), the rubric's quality, and their expected win rate against ``reference(prompts)`` (SFT
+    responses to the same prompts)."""
     labelers = heldout_labelers(world.panel)
+    references: dict = {}
 
     def judge(prompts, responses) -> dict:
+        missing = [p for p in prompts if p not in references]
+        if missing:
+            references.update(zip(missing, reference(missing)))
         tasks = [world.task(p) for p in prompts]
         gold = [np.mean([l.expected_score(t, r) for l in labelers]) for t, r in zip(tasks, responses)]
         quality = [rubric(t, r)["quality"] for t, r in zip(tasks, responses)]
-        return {"judge/gold_score": float(np.mean(gold)), "judge/quality": float(np.mean(quality))}
+        wins = [np.mean([l.win_probability(t, r, references[p]) for l in labelers])
+                for p, t, r in zip(prompts, tasks, responses)]
+        return {"judge/gold_score": float(np.mean(gold)), "judge/quality": float(np.mean(quality)),
+                "judge/win_rate": float(np.mean(wins))}
 
     return judge
 
@@ -177,6 +186,6 @@ def _alignment_tax(config, models, workdir) -> dict:
 def _curve(run_dir: str) -> list[dict]:
     """Validation records of a PPO run: iteration, KL, RM score and (world) gold score."""
     rows = read_metrics(run_dir, "validation")
+    judged = {"gold_score": "judge/gold_score", "win_rate": "judge/win_rate"}
     return [dict(iteration=r["step"], kl=r["kl"], rm_score=r["score"],
-                 **({"gold_score": r["judge/gold_score"]} if "judge/gold_score" in r else {}))
-            for r in rows]
+                 **{k: r[v] for k, v in judged.items() if v in r}) for r in rows]

@@ -3,7 +3,8 @@
 ``write(workdir, results)`` writes ``results.json`` (every number), the plots
 ``figure1.png`` (win rate against SFT with 95% intervals), ``overoptimization.png``
 (RM and gold score against KL along each PPO run) and ``ppo_curves.png`` (RM
-score and KL per iteration), and ``report.md`` with the tables and samples.
+score, KL and win rate against SFT per iteration), and ``report.md`` with the
+tables and samples.
 ``summary(results)`` is the table the pipeline prints.
 """
 
@@ -67,12 +68,16 @@ def _overoptimization(results: dict, path: str) -> None:
 
 
 def _curves(results: dict, path: str) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    """RM score, KL and (with labelers) the expected win rate against SFT per PPO iteration."""
+    keys = [("rm_score", "RM score"), ("kl", "KL (nats)"), ("win_rate", "win rate vs SFT")]
+    rows = next(iter(results["overoptimization"].values()))
+    keys = [(k, label) for k, label in keys if rows and k in rows[0]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
     for run, rows in results["overoptimization"].items():
         steps = [r["iteration"] for r in rows]
-        axes[0].plot(steps, [r["rm_score"] for r in rows], label=run)
-        axes[1].plot(steps, [r["kl"] for r in rows], label=run)
-    for ax, label in zip(axes, ("RM score", "KL (nats)")):
+        for ax, (key, _) in zip(axes, keys):
+            ax.plot(steps, [r[key] for r in rows], label=run)
+    for ax, (_, label) in zip(axes, keys):
         ax.set_xlabel("PPO iteration")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)

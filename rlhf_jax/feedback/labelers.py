@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from typing import Sequence
 
 import numpy as np
@@ -55,6 +56,14 @@ class Labeler:
         """1 if this labeler prefers ``a`` to ``b``, 0 if ``b``, 0.5 on an exact tie."""
         sa, sb = self.scores(task, [a, b], rng)
         return float(sa > sb) + 0.5 * float(sa == sb)
+
+    def win_probability(self, task: Task, a: str, b: str) -> float:
+        """P(this labeler prefers ``a`` to ``b``) = Φ((s̄(a) − s̄(b)) / (noise·√2)), s̄ without
+        noise (the two noise draws differ by N(0, 2·noise²))."""
+        gap = self.expected_score(task, a) - self.expected_score(task, b)
+        if self.noise == 0:
+            return float(gap > 0) + 0.5 * float(gap == 0)
+        return 0.5 * (1 + math.erf(gap / (2 * self.noise)))
 
     def demonstrate(self, task: Task, rng: np.random.Generator) -> str:
         if not self.training:

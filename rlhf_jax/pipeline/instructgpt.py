@@ -95,15 +95,16 @@ def run_instructgpt(config, workdir: str) -> dict:
         config.sft, init=base, **{"data.path": inputs.demonstrations, "data.toy_records": 0}), d))
 
     sampler, comparison_files, runs = sft, [], {}
-    judge = evaluate.gold_judge(world) if world else None
+    judge = evaluate.gold_judge(world, _responder(config, sft)) if world else None
     for r in range(1, config.rounds + 1):
         name = f"round{r}"
         once(workdir, f"{name}/comparisons",
              lambda d: _comparisons(config, world, inputs, sampler, comparison_files, r, d))
-        comparison_files.append(os.path.join(workdir, name, "comparisons", "all.jsonl"))
+        comparison_files.append(os.path.join(workdir, name, "comparisons", "comparisons.jsonl"))
         rm = os.path.join(workdir, name, "rm", "reward_model")
+        every_round = os.path.join(workdir, name, "comparisons", "all.jsonl")
         once(workdir, f"{name}/rm", lambda d: run_reward(stage_config(
-            config.rm, init=sft, **{"data.path": comparison_files[-1], "data.toy_records": 0,
+            config.rm, init=sft, **{"data.path": every_round, "data.toy_records": 0,
                                     "normalize.path": inputs.demonstrations,
                                     "normalize.toy_records": 0}), d))
         for run, coef in (("ppo", 0.0), ("ppo_ptx", config.ptx_coef)):
@@ -123,16 +124,35 @@ def run_instructgpt(config, workdir: str) -> dict:
     return results
 
 
+def _responder(config, path: str):
+    """``respond(prompts)``: one response per prompt from the model at ``path`` (loaded on first
+    use), sampled as in the evaluation with a fixed seed."""
+    policy = []
+
+    def respond(prompts):
+        if not policy:
+            policy.append(Policy(path))
+        e = config.evaluation
+        return [s[0] for s in policy[0].sample(
+            prompts, 1, config.seed + 2000, chat=config.sft.data.chat,
+            max_prompt_len=config.ppo.data.max_prompt_len, max_new_tokens=e.max_new_tokens,
+            temperature=e.temperature, batch_size=e.batch_size)]
+
+    return respond
+
+
 def _comparisons(config, world: World | None, inputs: Inputs, sampler: str, earlier: list[str],
                  round_index: int, directory: str) -> dict:
     """Samples K responses per RM prompt from ``sampler``; a training labeler ranks them. Writes
-    this round's ``comparisons.jsonl`` and ``all.jsonl`` (with the earlier rounds'). Responses
+    this round's ``comparisons.jsonl`` and ``all.jsonl`` (with the ``earlier`` rounds'). Responses
     that decode to blank text are left out (records hold no empty response), and so are
     prompts left with fewer than two."""
-    all_path = os.path.join(directory, "all.jsonl")
+    all_path, path = os.path.join(directory, "all.jsonl"), os.path.join(directory, "comparisons.jsonl")
     if world is None:  # real data: the user's comparisons
-        write_jsonl([json.loads(l) for l in open(inputs.comparisons)], all_path)
-        return dict(source=inputs.comparisons)
+        records = [json.loads(line) for line in open(inputs.comparisons)]
+        write_jsonl(records, path)
+        write_jsonl(records, all_path)
+        return dict(comparisons=len(records), source=inputs.comparisons)
     c = config.comparisons
     prompts = [json.loads(l) for l in open(inputs.rm_prompts)]
     samples = Policy(sampler).sample(
@@ -145,9 +165,8 @@ def _comparisons(config, world: World | None, inputs: Inputs, sampler: str, earl
     empty = sum(len(s) for s in drawn) - sum(len(s) for s in kept)  # blank after decoding
     prompts, samples = zip(*[(p, s) for p, s in zip(prompts, kept) if len(s) >= 2])
     records = world.comparisons(prompts, samples, round_index)
-    write_jsonl(records, os.path.join(directory, "comparisons.jsonl"))
-    earlier_records = [l for path in earlier for l in open(path)]
-    write_jsonl([json.loads(l) for l in earlier_records] + records, all_path)
+    write_jsonl(records, path)
+    write_jsonl([json.loads(line) for done in earlier for line in open(done)] + records, all_path)
     tasks = [world.task(p["prompt"]) for p in prompts]
     agreement_rng = np.random.default_rng([config.seed, round_index, 1])
     return dict(comparisons=len(records), dropped_blank_responses=empty, sampler=sampler,

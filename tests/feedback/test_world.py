@@ -97,6 +97,16 @@ def test_agreement_of_noise_free_labelers_follows_their_tastes():
     assert pairwise_agreement(rivals, tasks, loud, np.random.default_rng(0)) == 0.0
 
 
+def test_win_probability_is_the_frequency_of_preferences():
+    world, rng = World(0), np.random.default_rng(0)
+    task = world.task(world.prompts(1, "eval")[0]["prompt"])
+    flawed = FAMILIES[task.category].flawed(rng, task)
+    for labeler in PANEL:
+        for a, b in ((task.answer, flawed), (flawed, task.answer + " Or not."), ("No.", "No!")):
+            draws = np.mean([labeler.prefers(task, a, b, rng) for _ in range(4000)])
+            assert labeler.win_probability(task, a, b) == pytest.approx(draws, abs=0.03)
+
+
 def test_corpus_rarely_follows_instructions():
     world = World(0)
     texts = [r["text"] for r in world.pretraining(4000)]
