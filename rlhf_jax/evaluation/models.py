@@ -8,7 +8,7 @@ shows requests); ``policy.loglik(contexts, continuations)`` sums the
 log-probabilities of each continuation given its context. ``RewardModel(path)``
 scores (prompt, response) pairs with a saved reward model. Everything runs on
 one device in fixed-shape batches (the last one padded), deterministically
-given the seed.
+given the seed, outside any mesh a caller may have set (``single_device``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +29,17 @@ from rlhf_jax.sampling import SamplingConfig, generate
 from rlhf_jax.train.reward import score_responses
 
 
+def single_device(method):
+    """Runs ``method`` with no mesh and no sharding rules in effect (unsharded parameters)."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        with jax.set_mesh(None), nn.logical_axis_rules(()):
+            return method(*args, **kwargs)
+
+    return run
+
+
 def _batches(n: int, size: int):
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
@@ -37,11 +49,13 @@ def _pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
 
 
 class Policy:
+    @single_device
     def __init__(self, path: str, dtype: str = "float32"):
         self.config, self.params = load_pretrained(path, dtype=dtype)
         self.tokenizer = load_tokenizer(path)
         self.pad = self.tokenizer.pad_token_id or 0
 
+    @single_device
     def sample(self, prompts: Sequence[str], n: int, seed: int, *, chat: bool, max_prompt_len: int,
                max_new_tokens: int, temperature: float, batch_size: int, prefix: str = "",
                line_stop: bool = False, min_new_tokens: int = 0) -> list[list[str]]:
@@ -68,6 +82,7 @@ class Policy:
                 texts.append((text.split("\n")[0] if line_stop else text).strip())
         return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
+    @single_device
     def loglik(self, contexts: Sequence[str], continuations: Sequence[str],
                batch_size: int = 32) -> np.ndarray:
         """Σ log p(continuation tokens | context) per pair, raw text (no chat template)."""
@@ -98,11 +113,13 @@ def _loglik(config, params, tokens, mask, target):
 
 
 class RewardModel:
+    @single_device
     def __init__(self, path: str, max_len: int, chat: bool = True):
         self.config, self.params, self.info = load_scalar_model(path)
         self.tokenizer = load_tokenizer(path)
         self.max_len, self.chat = max_len, chat
 
+    @single_device
     def score(self, prompts: Sequence[str], responses: Sequence[str],
               batch_size: int = 64) -> np.ndarray:
         """The (normalized) reward of each (prompt, response) pair."""
