@@ -74,8 +74,8 @@ def evaluate(config, world, inputs, models: dict, workdir: str) -> dict:
     reference = [s[0] for s in sft.sample(prompts, 1, seed, **chat)]
     responses = dict(sft=[s[0] for s in sft.sample(prompts, 1, seed + 1, **chat)])
     candidates = sft.sample(prompts, e.best_of_n, seed + 2, **chat)
-    responses["best_of_n"] = [c[int(np.argmax(reward.score([p] * len(c), c)))]
-                              for p, c in zip(prompts, candidates)]
+    responses["best_of_n"] = [c[int(np.argmax(scores))] for c, scores in
+                              zip(candidates, _score_groups(reward, prompts, candidates))]
     for name in ("ppo", "ppo_ptx"):
         responses[name] = [s[0] for s in Policy(models[name]).sample(prompts, 1, seed + 3, **chat)]
     base = Policy(models["base"])
@@ -98,6 +98,14 @@ def evaluate(config, world, inputs, models: dict, workdir: str) -> dict:
         overoptimization={run: _curve(path) for run, path in models["runs"].items()},
         samples=[dict(prompt=p, reference_sft=reference[i], **{m: r[i] for m, r in responses.items()})
                  for i, p in enumerate(prompts[:e.shown_prompts])])
+
+
+def _score_groups(reward, prompts, groups) -> list[np.ndarray]:
+    """The RM's scores of each prompt's group of responses, all scored in one pass."""
+    flat = reward.score([p for p, g in zip(prompts, groups) for _ in g],
+                        [r for g in groups for r in g])
+    ends = np.cumsum([len(g) for g in groups])
+    return np.split(flat, ends[:-1])
 
 
 def _eval_prompts(inputs, models) -> list[str]:
@@ -137,7 +145,8 @@ def _rm_accuracy(world, reward, workdir, models) -> dict:
     rm_dir = os.path.dirname(models["reward_model"])
     comparisons = split_records(datasets.read_records("comparison", os.path.join(rm_dir, "data"))
                                 ["validation"], "comparison")
-    scores = [reward.score([c.prompt] * c.k, list(c.responses)) for c in comparisons]
+    scores = _score_groups(reward, [c.prompt for c in comparisons],
+                           [c.responses for c in comparisons])
     out = dict(training_labelers=pairwise_accuracy(scores, [c.ranking for c in comparisons]),
                comparisons=len(comparisons))
     if world is not None:
