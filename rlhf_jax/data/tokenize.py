@@ -77,6 +77,14 @@ def stop_tokens(tokenizer, chat: bool) -> tuple[int, ...]:
     return tuple(stops)
 
 
+def decode_responses(tokenizer, response, response_mask, first_line: bool = False) -> list[str]:
+    """Sampled responses (B, N) as text: tokens under the mask, special tokens dropped, cut at
+    the first newline if ``first_line``, stripped."""
+    texts = [tokenizer.decode(np.asarray(r)[np.asarray(m) > 0], skip_special_tokens=True)
+             for r, m in zip(response, response_mask)]
+    return [(t.split("\n")[0] if first_line else t).strip() for t in texts]
+
+
 def encode_text(tokenizer, text: str, max_len: int) -> Example:
     """A pretraining text: its ids then EOS, cut to ``max_len``, every token in the loss."""
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])[:max_len - 1]

@@ -23,7 +23,8 @@ import numpy as np
 
 from rlhf_jax.checkpoints import load_pretrained, load_tokenizer
 from rlhf_jax.checkpoints.scalar_model import load_scalar_model
-from rlhf_jax.data.tokenize import encode, encode_prompt, left_pad, stop_tokens, truncate
+from rlhf_jax.data.tokenize import (decode_responses, encode, encode_prompt, left_pad,
+                                    stop_tokens, truncate)
 from rlhf_jax.models import CausalLM, ScalarHeadModel
 from rlhf_jax.sampling import SamplingConfig, generate
 from rlhf_jax.train.reward import score_responses
@@ -77,9 +78,8 @@ class Policy:
                            _pad_rows(mask[start:stop], batch_size),
                            jax.random.fold_in(jax.random.key(seed), i), sampling)
             response, keep = jax.device_get((out.response, out.response_mask))
-            for row in range(stop - start):
-                text = self.tokenizer.decode(response[row][keep[row] > 0], skip_special_tokens=True)
-                texts.append((text.split("\n")[0] if line_stop else text).strip())
+            texts += decode_responses(self.tokenizer, response[:stop - start],
+                                      keep[:stop - start], first_line=line_stop)
         return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     @single_device

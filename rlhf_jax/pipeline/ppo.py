@@ -32,7 +32,8 @@ from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.scalar_model import load_scalar_model, save_scalar_model
 from rlhf_jax.data.loaders import record_stream, sft_stream, split_records
-from rlhf_jax.data.tokenize import encode_prompt, encode_text, left_pad, stop_tokens
+from rlhf_jax.data.tokenize import (decode_responses, encode_prompt, encode_text, left_pad,
+                                    stop_tokens)
 from rlhf_jax.models import CausalLM, ScalarHeadModel
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
@@ -196,13 +197,6 @@ def _encode_prompt(tokenizer, data_config, record) -> dict:
     return dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask)
 
 
-def _texts(tokenizer, experience) -> list[str]:
-    """This process's sampled responses as text (the stop token and padding dropped)."""
-    response, mask = jax.device_get((experience.response, experience.response_mask))
-    return [tokenizer.decode(r[m > 0], skip_special_tokens=True).strip()
-            for r, m in zip(response, mask)]
-
-
 def _encode_text(tokenizer, max_len, record):
     return encode_text(tokenizer, record.text, max_len)
 
@@ -240,7 +234,8 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                                         state.kl_coef)
                 if judge is not None and not prefix:
                     m.update(judge([r.prompt for r in records[i * batch:(i + 1) * batch]],
-                                   _texts(tokenizer, experience)))
+                                   decode_responses(tokenizer, *jax.device_get(
+                                       (experience.response, experience.response_mask)))))
                 keys = ("score", "kl", "kl_exact_per_token", "entropy", "response_length",
                         *(k for k in m if k.startswith("judge/")))
                 for k in keys if not prefix else ("score", "kl"):
