@@ -12,6 +12,10 @@
    with the value function initialised from the RM;
 4. ``evaluation``: ``results.json``, then ``report.md`` and its plots.
 
+``run_instructgpt(config, workdir, through="round1/rm")`` stops after the named
+stage (``stage_names(config)`` lists them), for example to run a PPO loop of
+one's own from the SFT model and reward model (``notebooks/03_ppo_from_scratch``).
+
 Each stage works in its own directory ``workdir/<stage>`` and is finished when
 its ``result.json`` exists (written last, atomically): a re-run skips finished
 stages, and an interrupted stage resumes from its own checkpoints, so the
@@ -25,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import ml_collections
 import numpy as np
@@ -74,8 +78,26 @@ def stage_config(section, **fields) -> ml_collections.ConfigDict:
     return config
 
 
-def run_instructgpt(config, workdir: str) -> dict:
-    """Runs every unfinished stage; returns the evaluation's results."""
+def stage_names(config) -> list[str]:
+    """The pipeline's stages in order, named as their directories under the workdir."""
+    rounds = [f"round{r}/{stage}" for r in range(1, config.rounds + 1)
+              for stage in ("comparisons", "rm", "ppo", "ppo_ptx")]
+    return [*(() if config.base.init else ("base",)), "sft", *rounds, "evaluation"]
+
+
+def run_instructgpt(config, workdir: str, through: str = "evaluation") -> dict:
+    """Runs every unfinished stage up to and including ``through`` (one of ``stage_names``:
+    ``"round1/rm"`` stops with an SFT model and a reward model, ready for a PPO loop of one's
+    own); returns that stage's result, by default the evaluation's results."""
+    names = stage_names(config)
+    if through not in names:
+        raise ValueError(f"through={through!r} is not a stage of this config; choose one of {names}")
+    return next(result for name, result in stages(config, workdir) if name == through)
+
+
+def stages(config, workdir: str) -> Iterator[tuple[str, dict]]:
+    """Runs the stages in order, yielding ``(name, result)`` as each finishes (or is found
+    finished); the last is ``("evaluation", results)``, after the report is written."""
     if config.rounds < 1:
         raise ValueError(f"config.rounds={config.rounds}: need at least 1")
     world = World(config.world.seed, config.world.users) if config.world.enabled else None
@@ -86,29 +108,33 @@ def run_instructgpt(config, workdir: str) -> dict:
         raise ValueError("real data needs a pretrained model: set config.base.init to a Hugging "
                          "Face directory or .gguf file")
     inputs = world_inputs(config, world, workdir) if world else real_inputs(config, workdir)
+
+    def stage(name: str, run: Callable[[str], dict]) -> tuple[str, dict]:
+        return name, once(workdir, name, run)
+
     base = config.base.init or os.path.join(workdir, "base", "model")
     if not config.base.init:
-        once(workdir, "base", lambda d: run_sft(stage_config(
+        yield stage("base", lambda d: run_sft(stage_config(
             config.pretrain, **{"data.path": inputs.pretraining, "data.toy_records": 0}), d))
     sft = os.path.join(workdir, "sft", "model")
-    once(workdir, "sft", lambda d: run_sft(stage_config(
+    yield stage("sft", lambda d: run_sft(stage_config(
         config.sft, init=base, **{"data.path": inputs.demonstrations, "data.toy_records": 0}), d))
 
     sampler, comparison_files, runs = sft, [], {}
     judge = evaluate.gold_judge(world, _responder(config, sft)) if world else None
     for r in range(1, config.rounds + 1):
         name = f"round{r}"
-        once(workdir, f"{name}/comparisons",
-             lambda d: _comparisons(config, world, inputs, sampler, comparison_files, r, d))
+        yield stage(f"{name}/comparisons",
+                    lambda d: _comparisons(config, world, inputs, sampler, comparison_files, r, d))
         comparison_files.append(os.path.join(workdir, name, "comparisons", "comparisons.jsonl"))
         rm = os.path.join(workdir, name, "rm", "reward_model")
         every_round = os.path.join(workdir, name, "comparisons", "all.jsonl")
-        once(workdir, f"{name}/rm", lambda d: run_reward(stage_config(
+        yield stage(f"{name}/rm", lambda d: run_reward(stage_config(
             config.rm, init=sft, **{"data.path": every_round, "data.toy_records": 0,
                                     "normalize.path": inputs.demonstrations,
                                     "normalize.toy_records": 0}), d))
         for run, coef in (("ppo", 0.0), ("ppo_ptx", config.ptx_coef)):
-            once(workdir, f"{name}/{run}", lambda d: run_ppo(stage_config(
+            yield stage(f"{name}/{run}", lambda d: run_ppo(stage_config(
                 config.ppo, init=sft, value_init="reward", **{
                     "reward.path": rm, "reward.token_count": -1, "data.path": inputs.ppo_prompts,
                     "data.toy_records": 0, "ptx.path": inputs.pretraining, "ptx.toy_records": 0,
@@ -121,7 +147,7 @@ def run_instructgpt(config, workdir: str) -> dict:
     results = once(workdir, "evaluation",
                    lambda d: evaluate.evaluate(config, world, inputs, models, workdir))
     report.write(workdir, results)
-    return results
+    yield "evaluation", results
 
 
 def _responder(config, path: str):
