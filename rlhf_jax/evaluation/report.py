@@ -13,10 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: no backend is chosen for the caller
 
 
 def _ci(entry: dict) -> str:
@@ -39,7 +36,8 @@ def summary(results: dict) -> str:
 def _figure1(results: dict, path: str) -> None:
     models = list(results["win_rate_vs_sft"])
     wins = [results["win_rate_vs_sft"][m] for m in models]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.bar(models, [w["value"] for w in wins], color="#4c72b0",
            yerr=[[w["value"] - w["low"] for w in wins], [w["high"] - w["value"] for w in wins]],
            capsize=4)
@@ -48,11 +46,11 @@ def _figure1(results: dict, path: str) -> None:
     ax.set_ylabel(f"win rate vs SFT ({results['judge']})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _overoptimization(results: dict, path: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for (run, rows), color in zip(results["overoptimization"].items(), ("#c44e52", "#55a868")):
         kl = [r["kl"] for r in rows]
         ax.plot(kl, [r["rm_score"] for r in rows], "o--", color=color, label=f"{run}: RM score")
@@ -64,7 +62,6 @@ def _overoptimization(results: dict, path: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _curves(results: dict, path: str) -> None:
@@ -72,7 +69,8 @@ def _curves(results: dict, path: str) -> None:
     keys = [("rm_score", "RM score"), ("kl", "KL (nats)"), ("win_rate", "win rate vs SFT")]
     rows = next(iter(results["overoptimization"].values()))
     keys = [(k, label) for k, label in keys if rows and k in rows[0]]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    fig = Figure(figsize=(4 * len(keys), 3))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for run, rows in results["overoptimization"].items():
         steps = [r["iteration"] for r in rows]
         for ax, (key, _) in zip(axes, keys):
@@ -83,7 +81,6 @@ def _curves(results: dict, path: str) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write(workdir: str, results: dict) -> str:
