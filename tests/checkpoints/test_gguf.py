@@ -80,3 +80,12 @@ def test_unknown_gguf_architecture(llama_dir, tmp_path):
     path = write_gguf(llama_dir, str(tmp_path / "m.gguf"), arch="bert")
     with pytest.raises(ValueError, match=r"m\.gguf: unknown architecture general\.architecture='bert'"):
         load_pretrained(path)
+
+
+def test_a_rewritten_file_is_read_anew(llama_dir, tmp_path):
+    """Readers are kept per process (open_gguf), keyed by the file's modification time."""
+    path = write_gguf(llama_dir, str(tmp_path / "m.gguf"))
+    load_pretrained(path)
+    write_gguf(llama_dir, path, arch="bert")
+    with pytest.raises(ValueError, match="unknown architecture general.architecture='bert'"):
+        load_pretrained(path)

@@ -5,16 +5,16 @@ papermill convention), run in a fresh kernel whose working directory is ``notebo
 Jupyter. Any error in any cell fails the test with the cell's traceback.
 """
 
+import shutil
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 SMALLEST = {
     "01_quickstart": "MAX_NEW_TOKENS = 12",
-    "02_reward_model": "WORKDIR = {workdir!r}; PROMPTS = 200; TEST_PROMPTS = 40; STEPS = 20",
+    "02_reward_model": "WORKDIR = {workdir!r}; PROMPTS = 64; TEST_PROMPTS = 16; STEPS = 12",
     "03_ppo_from_scratch": ("WORKDIR = {workdir!r}; PRESET = 'micro'; ITERATIONS = 2; BATCH = 8; "
                             "MINIBATCHES = 2; EVAL_EVERY = 2"),
     "04_reading_a_run": "WORKDIR = {workdir!r}; PRESET = 'micro'",
@@ -64,19 +64,16 @@ def test_reward_model(tmp_path):
     assert (tmp_path / "rm" / "reward_model" / "model.json").exists()
 
 
-@pytest.fixture(scope="module")
-def pipeline_workdir(tmp_path_factory):
-    """One workdir for notebooks 03 and 04: 04 reuses the stages 03 made (either runs alone)."""
-    return tmp_path_factory.mktemp("pipeline")
+def test_ppo_from_scratch(micro_pipeline, tmp_path):
+    """On the stages up to the reward model of the shared micro run (tests/conftest.py)."""
+    finished = ("inputs", "base", "sft", "round1/comparisons", "round1/rm")
+    for stage in finished:
+        shutil.copytree(Path(micro_pipeline[0], stage), tmp_path / stage)
+    execute("03_ppo_from_scratch", tmp_path)
+    # run_instructgpt(..., through="round1/rm") found those finished and ran nothing after them
+    assert sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.glob("**/result.json")) \
+        == sorted(finished[1:])
 
 
-def test_ppo_from_scratch(pipeline_workdir):
-    execute("03_ppo_from_scratch", pipeline_workdir)
-    # run_instructgpt(..., through="round1/rm") stopped after the reward model
-    assert (pipeline_workdir / "round1" / "rm" / "result.json").exists()
-    assert not (pipeline_workdir / "round1" / "ppo").exists()
-
-
-def test_reading_a_run(pipeline_workdir):
-    execute("04_reading_a_run", pipeline_workdir)
-    assert (pipeline_workdir / "results.json").exists()
+def test_reading_a_run(micro_pipeline):
+    execute("04_reading_a_run", Path(micro_pipeline[0]))  # reads it, writes nothing

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 
 import pytest
 
@@ -10,7 +11,7 @@ from configs.instructgpt import get_config
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.evaluation.evaluate import MODELS
 from rlhf_jax.pipeline import metrics
-from rlhf_jax.pipeline.instructgpt import run_instructgpt
+from rlhf_jax.pipeline.instructgpt import run_instructgpt, stage_names
 
 ROUND = ("comparisons", "rm", "ppo", "ppo_ptx")
 STAGES = ("base", "sft", *(f"round{r}/{s}" for r in (1, 2) for s in ROUND), "evaluation")
@@ -21,12 +22,6 @@ def micro():
     config = get_config("micro")
     config.rounds = 2
     return config
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("straight"))
-    return workdir, run_instructgpt(micro(), workdir)
 
 
 def numbers(tree, path=""):
@@ -40,8 +35,8 @@ def numbers(tree, path=""):
         yield path, tree
 
 
-def test_every_artifact_is_written_and_every_number_is_sane(straight):
-    workdir, results = straight
+def test_every_artifact_is_written_and_every_number_is_sane(micro_pipeline):
+    workdir, results = micro_pipeline
     for stage in STAGES:
         assert os.path.exists(os.path.join(workdir, stage, "result.json")), stage
     for path in ("report.md", "results.json", *PLOTS, "base/model/config.json",
@@ -80,8 +75,16 @@ def test_every_artifact_is_written_and_every_number_is_sane(straight):
 
 
 def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
-        straight, tmp_path, monkeypatch):
-    workdir = str(tmp_path)
+        micro_pipeline, tmp_path, monkeypatch):
+    """Killed in the middle of its last PPO-ptx stage, then re-run: the finished stages are left
+    alone and the results equal the uninterrupted run's. The finished stages are copies of the
+    uninterrupted run's (a stage is finished when its result.json exists)."""
+    workdir, straight = str(tmp_path / "run"), micro_pipeline[0]
+    last = ("evaluation", "results.json", "report.md", *PLOTS)
+    shutil.copytree(straight, workdir, ignore=lambda d, names: [
+        n for n in names if (d == straight and n in last)
+        or (d == os.path.join(straight, "round2") and n == "ppo_ptx")])
+    finished = {s: os.path.getmtime(os.path.join(workdir, s, "result.json")) for s in STAGES[:-2]}
     write = metrics.MetricsLog.write
 
     def failing(self, step, split, values):  # dies in the middle of the last PPO-ptx stage
@@ -95,8 +98,14 @@ def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
             run_instructgpt(micro(), workdir)
     assert not os.path.exists(os.path.join(workdir, "round2/ppo_ptx/result.json"))
     assert TrainCheckpoints(os.path.join(workdir, "round2/ppo_ptx/checkpoints")).latest_step() == 2
-    finished = {s: os.path.getmtime(os.path.join(workdir, s, "result.json")) for s in STAGES[:-2]}
     results = run_instructgpt(micro(), workdir)
     assert {s: os.path.getmtime(os.path.join(workdir, s, "result.json"))
             for s in STAGES[:-2]} == finished
-    assert results == straight[1]
+    assert results == micro_pipeline[1]
+
+
+def test_stage_names_and_an_unknown_stage_to_stop_at(tmp_path):
+    assert stage_names(micro()) == list(STAGES)
+    with pytest.raises(ValueError, match="round3/rm.*choose one of.*round2/ppo_ptx"):
+        run_instructgpt(micro(), str(tmp_path), through="round3/rm")
+    assert not any(tmp_path.iterdir())  # nothing ran
