@@ -52,7 +52,7 @@ def real_config(preset, data, checkpoint, devices):
     config = get_config(preset)
     config.base.init, config.data.comparisons = checkpoint, str(data)
     for section in (config.sft, config.rm, config.ppo):
-        section.mesh.devices = devices  # 0: all eight (fake) devices, the data axis over them
+        section.mesh.devices = devices  # the preset's data axis over this many (fake) devices
         section.model.dtype = "float32"
     config.sft.data.max_len = config.rm.data.max_len = 128
     config.ppo.data.max_prompt_len, config.ppo.sampling.max_new_tokens = 64, 16
@@ -68,11 +68,11 @@ def comparisons_read(workdir):
         return json.load(f)["read"]
 
 
-def test_hh_rlhf_preset_runs_every_stage_on_eight_devices(checkpoint, tmp_path):
+def test_hh_rlhf_preset_runs_every_stage_on_a_data_parallel_mesh(checkpoint, tmp_path):
     data = tmp_path / "comparisons.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in hh_rlhf_rows(160)))
     workdir = str(tmp_path / "run")
-    results = run_instructgpt(real_config("hh_rlhf", data, checkpoint, devices=0), workdir)
+    results = run_instructgpt(real_config("hh_rlhf", data, checkpoint, devices=2), workdir)
 
     assert results["judge"] == "reward model" and results["prompts"] > 0
     assert set(results["win_rate_vs_sft"]) == {"base", "sft", "ppo", "ppo_ptx", "best_of_n"}
