@@ -61,9 +61,24 @@ def test_sft_stream_packs_examples_with_segments_and_masks():
             assert set(tokens[mask == 1].tolist()) == {ord("r")}
 
 
-def test_streams_are_deterministic_and_resume_from_a_saved_state():
-    make = lambda seed: loaders.sft_stream(demonstration_source(), encode, batch_size=2,
-                                           row_len=32, seed=seed)
+def comparison_source(n=40):
+    return [dict(prompt=f"p{i}".encode(), responses=[b"a", b"b"], ranking=[1, 0], labeler_id=b"",
+                 user_id=b"") for i in range(n)]
+
+
+STREAMS = {  # kind -> make(seed): a stream of each kind the stages train on
+    "sft": lambda seed: loaders.sft_stream(demonstration_source(), encode, batch_size=2,
+                                           row_len=32, seed=seed),
+    "record": lambda seed: loaders.record_stream(
+        comparison_source(), "comparison", lambda c: dict(index=np.int32(int(c.prompt[1:]))),
+        batch_size=4, seed=seed),  # 10 batches an epoch: 12 cross into the second
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STREAMS))
+def test_streams_are_deterministic_and_resume_from_a_saved_state(kind):
+    make = STREAMS[kind]
+    key = "tokens" if kind == "sft" else "index"
     straight = take(iter(make(0)), 12)
     first = iter(make(0))
     take(first, 5)
@@ -71,14 +86,13 @@ def test_streams_are_deterministic_and_resume_from_a_saved_state():
     resumed = iter(make(0))
     resumed.set_state(state)
     for a, b in zip(straight[5:], take(resumed, 7)):
-        np.testing.assert_array_equal(a["tokens"], b["tokens"])
+        np.testing.assert_array_equal(a[key], b[key])
     other = take(iter(make(1)), 12)
-    assert any(not np.array_equal(a["tokens"], b["tokens"]) for a, b in zip(straight, other))
+    assert any(not np.array_equal(a[key], b[key]) for a, b in zip(straight, other))
 
 
 def test_record_stream_and_process_shards():
-    source = [dict(prompt=f"p{i}".encode(), responses=[b"a", b"b"], ranking=[1, 0],
-                   labeler_id=b"", user_id=b"") for i in range(10)]
+    source = comparison_source(10)
     encode_one = lambda c: dict(index=np.int32(int(c.prompt[1:])), rank=np.array(c.ranking))
     seen = []
     for process in range(2):
