@@ -1,12 +1,17 @@
 """The machine's matmul ceiling, the yardstick for the model benchmarks' GFLOP/s.
 
     python -m benchmarks.matmul
+    python -m benchmarks.matmul --torch     # also torch's float32 and bf16-autocast matmuls
 
 Times ``einsum('mk,kn->mn')`` at a few transformer-like shapes in float32 and
 in bfloat16 with float32 accumulation (``preferred_element_type``). Also times
 the decode-step case, 8 rows against 16 distinct 512×1408 weight matrices (too
 many to stay in cache), as weight bytes read per second: the ceiling of
-memory-bound token-by-token generation. Prints one JSON object on the last line.
+memory-bound token-by-token generation. ``--torch`` times ``torch.matmul`` at the
+same shapes on ``--threads`` threads in float32 and under ``torch.autocast``
+bfloat16, the two precisions the transformers and TRL sides of the other
+benchmarks run at, so that each side's best precision on the machine is known.
+Prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app
+from absl import app, flags
 
 SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048), (4096, 4096, 4096)]
+flags.DEFINE_bool("torch", False, "also time torch.matmul (float32 and bf16 autocast)")
+flags.DEFINE_integer("threads", 2, "torch threads")
+FLAGS = flags.FLAGS
 
 
 def gflops(dtype, m: int, k: int, n: int, iters: int = 10) -> float:
@@ -46,6 +54,18 @@ def gemv_gb_per_s(dtype, layers: int = 16, rows: int = 8, k: int = 512, n: int =
     return layers * k * n * jnp.dtype(dtype).itemsize * iters / (time.perf_counter() - start) / 1e9
 
 
+def torch_gflops(autocast: bool, m: int, k: int, n: int, iters: int = 10) -> float:
+    import torch
+
+    a, b = torch.ones(m, k), torch.ones(k, n)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        torch.matmul(a, b)
+        start = time.perf_counter()
+        for _ in range(iters):
+            torch.matmul(a, b)
+        return 2 * m * k * n * iters / (time.perf_counter() - start) / 1e9
+
+
 def main(_):
     result = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
     for name, dtype in (("float32", jnp.float32), ("bfloat16_f32acc", jnp.bfloat16)):
@@ -55,6 +75,16 @@ def main(_):
         result[f"{name}_peak_gflops"] = max(per_shape.values())
         result[f"{name}_decode_gemv_gb_per_s"] = gemv_gb_per_s(dtype)
         print(f"{name:16s} 8 rows x 16 weights {result[f'{name}_decode_gemv_gb_per_s']:8.1f} GB/s")
+    if FLAGS.torch:
+        import torch
+
+        torch.set_num_threads(FLAGS.threads)
+        result["torch"] = torch.__version__
+        for name, autocast in (("float32", False), ("autocast_bf16", True)):
+            per_shape = {"x".join(map(str, s)): torch_gflops(autocast, *s) for s in SHAPES[:3]}
+            for shape, value in per_shape.items():
+                print(f"torch {name:13s} {shape:16s} {value:8.1f} GFLOP/s")
+            result[f"torch_{name}_peak_gflops"] = max(per_shape.values())
     print(json.dumps(result))
 
 

@@ -23,6 +23,11 @@ from rlhf_jax.data.records import Comparison, Demonstration, Prompt
 from rlhf_jax.data.tokenize import Example
 
 Shard = tuple[int, int]  # (this process, process count)
+# A batch takes milliseconds to make and a step far longer, so one thread a few elements ahead
+# keeps up. grain's default (16 threads, 500 elements ahead) would tokenize thousands of
+# records at the start of a stage, competing for the interpreter and the cores with the
+# tracing and compiling of its steps (which then took 1.6x as long).
+READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
 
 def _records(source, kind: str, seed: int, shard: Shard, epochs) -> grain.MapDataset:
@@ -49,7 +54,7 @@ def sft_stream(source, encode: Callable[[Demonstration], Example], *, batch_size
         loss_mask[0] = 0  # the first token of an example is not predicted from the one before
         return dict(tokens=np.asarray(example.tokens, np.int32), loss_mask=loss_mask)
 
-    examples = _records(source, kind, seed, shard, epochs).map(arrays).to_iter_dataset()
+    examples = _records(source, kind, seed, shard, epochs).map(arrays).to_iter_dataset(READ_OPTIONS)
     packed = grain.experimental.FirstFitPackIterDataset(
         examples, length_struct=dict(tokens=row_len, loss_mask=row_len),
         num_packing_bins=batch_size, shuffle_bins=False)
@@ -64,7 +69,7 @@ def record_stream(source, kind: str, encode: Callable[[Comparison | Prompt], dic
     for comparisons one prompt's ``tokens``, ``mask`` (k_max, T), ``rank`` and ``valid``
     (k_max,); for prompts ``prompt_ids`` and ``prompt_mask`` (T,), left-padded."""
     return (_records(source, kind, seed, shard, None).map(encode)
-            .batch(batch_size, drop_remainder=True).to_iter_dataset())
+            .batch(batch_size, drop_remainder=True).to_iter_dataset(READ_OPTIONS))
 
 
 def split_records(source, kind: str, shard: Shard = (0, 1)) -> list:
