@@ -54,10 +54,11 @@ def gemv_gb_per_s(dtype, layers: int = 16, rows: int = 8, k: int = 512, n: int =
     return layers * k * n * jnp.dtype(dtype).itemsize * iters / (time.perf_counter() - start) / 1e9
 
 
-def torch_gflops(autocast: bool, m: int, k: int, n: int, iters: int = 10) -> float:
+def torch_gflops(autocast: bool, m: int, k: int, n: int) -> float:
     import torch
 
     a, b = torch.ones(m, k), torch.ones(k, n)
+    iters = 1 if autocast else 10  # bf16 autocast can be ~100x slower on CPUs without bf16 units
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         torch.matmul(a, b)
         start = time.perf_counter()
