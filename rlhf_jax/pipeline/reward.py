@@ -59,12 +59,12 @@ def run_reward(config, workdir: str) -> dict:
         state = train(step, state, abstract, stream, jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
                       mesh=mesh, rules=rules, evaluate=evaluate, count_units=_pairs)
-        demonstrations = _demonstration_rows(config, workdir, tokenizer)
-        offset = mean_reward(model, state.params, demonstrations, batch, mesh, rules)
+        demonstration_mean = mean_reward(model, _demonstration_rows(config, workdir, tokenizer),
+                                         batch, mesh, rules)
+        offset = demonstration_mean(state.params)
         params = center_reward(state.params, offset)
         result = dict(validation=evaluate(state), demonstration_offset=offset,
-                      demonstration_mean_after=mean_reward(model, params, demonstrations, batch,
-                                                           mesh, rules))
+                      demonstration_mean_after=demonstration_mean(params))
         save_scalar_model(os.path.join(workdir, "reward_model"), model_config, params, result,
                           tokenizer)
         return result
@@ -136,8 +136,10 @@ def _demonstration_rows(config, workdir: str, tokenizer) -> dict:
     return dict(tokens=tokens, mask=mask)
 
 
-def mean_reward(model: ScalarHeadModel, params, rows: dict, batch_size: int, mesh, rules) -> float:
-    """Mean reward of the rows (padding rows, all-zero masks, excluded)."""
+def mean_reward(model: ScalarHeadModel, rows: dict, batch_size: int, mesh, rules):
+    """``mean(params)``: the mean reward of the rows (padding rows, all-zero masks, excluded),
+    one compiled program for every call."""
+    batches = [parallel.shard_batch(b, mesh, rules) for b in padded_batches(rows, batch_size)]
 
     @jax.jit
     def sums(params, b):
@@ -145,7 +147,10 @@ def mean_reward(model: ScalarHeadModel, params, rows: dict, batch_size: int, mes
         real = jnp.any(b["mask"] > 0, axis=1)
         return jnp.sum(jnp.where(real, rewards, 0.0)), jnp.sum(real)
 
-    total = np.zeros(2)
-    for b in padded_batches(rows, batch_size):
-        total += np.asarray(jax.device_get(sums(params, parallel.shard_batch(b, mesh, rules))))
-    return float(total[0] / max(total[1], 1))
+    def mean(params) -> float:
+        total = np.zeros(2)
+        for b in batches:
+            total += np.asarray(jax.device_get(sums(params, b)))
+        return float(total[0] / max(total[1], 1))
+
+    return mean
