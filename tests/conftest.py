@@ -27,14 +27,12 @@ def micro_pipeline(tmp_path_factory, worker_id) -> tuple[str, dict]:
     """``(workdir, results)`` of the whole two-round ``micro`` pipeline, run once per test run:
     the pytest-xdist workers share it (the first to ask runs it, the others wait on the lock and
     find every stage finished). Tests read it, or work on a copy."""
-    from configs.instructgpt import get_config
     from rlhf_jax.pipeline.instructgpt import run_instructgpt
+    from tests.pipeline.micro import micro_config
 
     root = tmp_path_factory.getbasetemp()
     if worker_id != "master":
         root = root.parent  # the run's directory, above each worker's own
-    config = get_config("micro")
-    config.rounds = 2
     workdir = root / "micro_pipeline"
     with FileLock(f"{workdir}.lock"):
-        return str(workdir), run_instructgpt(config, str(workdir))
+        return str(workdir), run_instructgpt(micro_config(), str(workdir))

@@ -26,7 +26,7 @@ Shard = tuple[int, int]  # (this process, process count)
 # A batch takes milliseconds to make and a step far longer, so one thread a few elements ahead
 # keeps up. grain's default (16 threads, 500 elements ahead) would tokenize thousands of
 # records at the start of a stage, competing for the interpreter and the cores with the
-# tracing and compiling of its steps (which then took 1.6x as long).
+# tracing and compiling of its steps (a tiny RM stage took 1.5x as long).
 READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
 

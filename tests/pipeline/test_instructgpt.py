@@ -7,21 +7,15 @@ import shutil
 
 import pytest
 
-from configs.instructgpt import get_config
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.evaluation.evaluate import MODELS
 from rlhf_jax.pipeline import metrics
 from rlhf_jax.pipeline.instructgpt import run_instructgpt, stage_names
+from tests.pipeline.micro import micro_config
 
 ROUND = ("comparisons", "rm", "ppo", "ppo_ptx")
 STAGES = ("base", "sft", *(f"round{r}/{s}" for r in (1, 2) for s in ROUND), "evaluation")
 PLOTS = ("figure1.png", "overoptimization.png", "ppo_curves.png")
-
-
-def micro():
-    config = get_config("micro")
-    config.rounds = 2
-    return config
 
 
 def numbers(tree, path=""):
@@ -95,17 +89,17 @@ def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
     with monkeypatch.context() as patch:
         patch.setattr(metrics.MetricsLog, "write", failing)
         with pytest.raises(KeyboardInterrupt):
-            run_instructgpt(micro(), workdir)
+            run_instructgpt(micro_config(), workdir)
     assert not os.path.exists(os.path.join(workdir, "round2/ppo_ptx/result.json"))
     assert TrainCheckpoints(os.path.join(workdir, "round2/ppo_ptx/checkpoints")).latest_step() == 2
-    results = run_instructgpt(micro(), workdir)
+    results = run_instructgpt(micro_config(), workdir)
     assert {s: os.path.getmtime(os.path.join(workdir, s, "result.json"))
             for s in STAGES[:-2]} == finished
     assert results == micro_pipeline[1]
 
 
 def test_stage_names_and_an_unknown_stage_to_stop_at(tmp_path):
-    assert stage_names(micro()) == list(STAGES)
+    assert stage_names(micro_config()) == list(STAGES)
     with pytest.raises(ValueError, match="round3/rm.*choose one of.*round2/ppo_ptx"):
-        run_instructgpt(micro(), str(tmp_path), through="round3/rm")
+        run_instructgpt(micro_config(), str(tmp_path), through="round3/rm")
     assert not any(tmp_path.iterdir())  # nothing ran
