@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from rlhf_jax.checkpoints import load_pretrained, load_tokenizer
 from rlhf_jax.sampling import SamplingConfig, generate
 
@@ -54,4 +55,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli
 from rlhf_jax.evaluation.report import summary
 from rlhf_jax.pipeline.instructgpt import run_instructgpt
 
@@ -27,7 +28,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # the data and checkpoint libraries log every step
     began = time.perf_counter()
     results = run_instructgpt(FLAGS.config, FLAGS.workdir)
     print(summary(results))
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

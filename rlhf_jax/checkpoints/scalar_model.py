@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
+from rlhf_jax.errors import MissingFileError
+from rlhf_jax.files import write_json
 from rlhf_jax.models import ModelConfig, ScalarHeadModel
 from rlhf_jax.parallel.state import abstract_state
 
@@ -34,8 +36,8 @@ def save_scalar_model(directory: str, config: ModelConfig, params, info: Optiona
         checkpointer.save(os.path.join(directory, "params"), params, force=True)
         checkpointer.wait_until_finished()
     if jax.process_index() == 0:
-        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-            json.dump(dict(model=dataclasses.asdict(config), **(info or {})), f, indent=2)
+        write_json(os.path.join(directory, CONFIG_FILE),
+                   dict(model=dataclasses.asdict(config), **(info or {})))
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
     return directory
@@ -47,7 +49,7 @@ def load_scalar_model(directory: str, mesh: Optional[Mesh] = None,
     directory = os.path.abspath(directory)
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file: not a saved scalar model directory")
+        raise MissingFileError(f"{path}: no such file: not a saved scalar model directory")
     with open(path) as f:
         info = json.load(f)
     config = ModelConfig.from_dict(info.pop("model"))

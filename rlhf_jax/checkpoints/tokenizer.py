@@ -10,6 +10,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from rlhf_jax.checkpoints.gguf_file import field, open_gguf
+from rlhf_jax.errors import CheckpointError, MissingFileError
 
 # llama.cpp's pre-tokenizer names → the splits the vocabulary was trained with.
 _GPT2 = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -34,7 +35,7 @@ BYTE_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 def load_tokenizer(path: str):
     """A transformers tokenizer (with its chat template) for a HF directory or a ``.gguf`` file."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise MissingFileError(f"{path}: no such file or directory")
     if path.endswith(".gguf"):
         return gguf_tokenizer(path)
     return AutoTokenizer.from_pretrained(path)
@@ -45,10 +46,10 @@ def gguf_tokenizer(path: str) -> PreTrainedTokenizerFast:
     reader = open_gguf(path)
     kind, pre = field(reader, "tokenizer.ggml.model"), field(reader, "tokenizer.ggml.pre", "default")
     if kind != "gpt2":
-        raise ValueError(f"{path}: tokenizer.ggml.model={kind!r}: only byte-level BPE ('gpt2') "
-                         "tokenizers can be built")
+        raise CheckpointError(f"{path}: tokenizer.ggml.model={kind!r}: only byte-level BPE ('gpt2') "
+                              "tokenizers can be built")
     if pre not in PRE_TOKENIZERS:
-        raise ValueError(f"{path}: tokenizer.ggml.pre={pre!r} is not one of {sorted(PRE_TOKENIZERS)}")
+        raise CheckpointError(f"{path}: tokenizer.ggml.pre={pre!r} is not one of {sorted(PRE_TOKENIZERS)}")
     tokens = field(reader, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges")]
     bpe = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))

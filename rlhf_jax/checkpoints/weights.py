@@ -18,13 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlhf_jax.errors import CheckpointError
 from rlhf_jax.models.config import ModelConfig
 
 Convert = Callable[..., tuple]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model: names the file, the tensor and the shapes."""
 
 
 @dataclasses.dataclass(frozen=True)

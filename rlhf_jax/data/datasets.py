@@ -14,6 +14,8 @@ resumed run reads exactly the data it started with.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -93,6 +95,11 @@ def write_records(kind: str, splits: Mapping[str, Sequence[Any]], data_dir: str)
 
 def is_prepared(kind: str, data_dir: str) -> bool:
     return _builder(kind, data_dir).is_prepared()
+
+
+def remove_records(kind: str, data_dir: str) -> None:
+    """Deletes the ``kind`` dataset from ``data_dir``, whole or partly written."""
+    shutil.rmtree(os.path.join(data_dir, _builder(kind, data_dir).name), ignore_errors=True)
 
 
 def read_records(kind: str, data_dir: str) -> dict:

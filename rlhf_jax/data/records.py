@@ -20,11 +20,9 @@ import dataclasses
 import json
 from typing import Any, Callable, Iterator, Optional
 
+from rlhf_jax.errors import RecordError
+
 MIN_K, MAX_K = 2, 9
-
-
-class RecordError(ValueError):
-    """A record that does not fit its format; the message names file, line and field."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,11 +10,11 @@ tables and samples.
 
 from __future__ import annotations
 
-import json
 import os
 
 from matplotlib.figure import Figure  # no pyplot: no backend is chosen for the caller
 
+from rlhf_jax.files import write_atomic, write_json, write_text
 
 def _ci(entry: dict) -> str:
     return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
@@ -45,7 +45,8 @@ def _figure1(results: dict, path: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"win rate vs SFT ({results['judge']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with write_atomic(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
 
 
 def _overoptimization(results: dict, path: str) -> None:
@@ -61,7 +62,8 @@ def _overoptimization(results: dict, path: str) -> None:
     ax.set_ylabel("score")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with write_atomic(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
 
 
 def _curves(results: dict, path: str) -> None:
@@ -80,13 +82,13 @@ def _curves(results: dict, path: str) -> None:
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with write_atomic(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
 
 
 def write(workdir: str, results: dict) -> str:
     """Writes the results, plots and report; returns the report's path."""
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(workdir, "results.json"), results)
     _figure1(results, os.path.join(workdir, "figure1.png"))
     _overoptimization(results, os.path.join(workdir, "overoptimization.png"))
     _curves(results, os.path.join(workdir, "ppo_curves.png"))
@@ -120,7 +122,4 @@ def write(workdir: str, results: dict) -> str:
         parts += [f"**{sample['prompt']}**", "", "| model | response |", "|---|---|"]
         parts += [f"| {m} | {str(text).replace('|', '/') or '(empty)'} |"
                   for m, text in sample.items() if m != "prompt"] + [""]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(parts) + "\n")
-    return path
+    return write_text(os.path.join(workdir, "report.md"), "\n".join(parts) + "\n")

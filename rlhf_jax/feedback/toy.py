@@ -14,9 +14,6 @@ a seed; ``GENERATORS`` maps each record kind to its generator.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
 KIND = ("kind", "bright", "helpful", "clear", "warm", "honest", "gentle", "calm")
@@ -92,9 +89,3 @@ def pretraining(n: int, seed: int = 0) -> list[dict]:
 GENERATORS = dict(demonstration=demonstrations, comparison=comparisons, prompt=prompts,
                   pretrain=pretraining)
 
-
-def write_jsonl(records: list[dict], path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    return path

@@ -19,15 +19,13 @@ stream per purpose, so two processes (or a resumed run) see the same world:
   random training labeler, with its ``labeler_id``.
 
 ``task(prompt)`` finds the hidden task of a prompt the world generated, so
-labelers can judge any model's responses to it. ``write_jsonl`` writes records
-in the formats of ``rlhf_jax.data.records``.
+labelers can judge any model's responses to it. Its records are in the formats of
+``rlhf_jax.data.records`` (``rlhf_jax.files.write_jsonl`` writes them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Sequence
 
 import numpy as np
@@ -116,11 +114,3 @@ class World:
                             labeler_id=labeler.name, user_id=record.get("user_id")))
         return out
 
-
-def write_jsonl(records: Sequence[dict], path: str) -> str:
-    """Writes records atomically (a temporary file, then a rename): a file that exists is whole."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(path + ".tmp", path)
-    return path

@@ -8,8 +8,9 @@ prompt, caps records per user at ``config.max_per_user`` (these three skipped
 for pretraining text, where each text is its own user), splits by user into
 train / validation / test (``config.split_fractions``), writes the splits with
 the TFDS builder of ``kind`` under ``workdir/data`` and the counts of every step
-to ``workdir/data/<kind>_report.json``. A later run with the same workdir reuses the
-prepared splits as they are.
+to ``workdir/data/<kind>_report.json``, last and atomically. A later run with the same
+workdir reuses the prepared splits as they are; one killed before the report was
+written starts the preparation over.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jax
 
 from rlhf_jax.data import datasets, prompt_filters
 from rlhf_jax.data.records import read_jsonl
+from rlhf_jax.files import write_json
 
 SPLITS = ("train", "validation", "test")
 
@@ -29,11 +31,10 @@ def prepare(kind: str, config, workdir: str, tokenizer) -> tuple[dict, dict]:
     """``(sources, report)``: ``{split: data source}`` and what each step kept or removed."""
     data_dir = os.path.join(workdir, "data")
     report_path = os.path.join(data_dir, f"{kind}_report.json")
-    if not datasets.is_prepared(kind, data_dir):
+    if not os.path.exists(report_path):  # written last: without it the records may be partial
         if jax.process_index() == 0:
-            report = _write(kind, config, data_dir, tokenizer)
-            with open(report_path, "w") as f:
-                json.dump(report, f, indent=2)
+            datasets.remove_records(kind, data_dir)
+            write_json(report_path, _write(kind, config, data_dir, tokenizer))
         _wait_for_writer(kind)
     with open(report_path) as f:
         report = json.load(f)

@@ -21,7 +21,8 @@ import os
 
 from rlhf_jax.data.importers import read_hh_rlhf, read_summarize_from_feedback
 from rlhf_jax.data.records import read_jsonl
-from rlhf_jax.feedback.world import World, write_jsonl
+from rlhf_jax.feedback.world import World
+from rlhf_jax.files import write_jsonl
 
 IMPORTERS = {"jsonl": lambda path, on_error: read_jsonl(path, "comparison", on_error=on_error),
              "hh_rlhf": read_hh_rlhf, "summarize": read_summarize_from_feedback}
@@ -58,11 +59,6 @@ def world_inputs(config, world: World, workdir: str) -> Inputs:
 def real_inputs(config, workdir: str) -> Inputs:
     """Converts the user's files once; errors name the file, line and field."""
     d, out = config.data, os.path.join(workdir, "inputs")
-    if not d.comparisons:
-        raise ValueError("config.data.comparisons is empty: give a comparisons file "
-                         f"(format {d.format!r}), or enable config.world")
-    if d.format not in IMPORTERS:
-        raise ValueError(f"config.data.format={d.format!r}: choose one of {sorted(IMPORTERS)}")
     comparisons, _ = IMPORTERS[d.format](d.comparisons, config.rm.data.on_error)
     paths = dict(comparisons=os.path.join(out, "comparisons.jsonl"),
                  ppo_prompts=os.path.join(out, "prompts.jsonl"))

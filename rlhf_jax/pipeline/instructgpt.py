@@ -34,14 +34,18 @@ from typing import Callable, Iterator
 import ml_collections
 import numpy as np
 
+from rlhf_jax.errors import ConfigError
 from rlhf_jax.evaluation import evaluate, report
 from rlhf_jax.evaluation.models import Policy
 from rlhf_jax.feedback.labelers import heldout_labelers, pairwise_agreement, training_labelers
-from rlhf_jax.feedback.world import World, write_jsonl
+from rlhf_jax.feedback.world import World
+from rlhf_jax.files import write_json, write_jsonl
+from rlhf_jax.pipeline import preemption
 from rlhf_jax.pipeline.inputs import Inputs, real_inputs, world_inputs
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
 from rlhf_jax.pipeline.sft import run_sft
+from rlhf_jax.pipeline.validate import validate_pipeline
 
 RESULT = "result.json"
 
@@ -52,13 +56,15 @@ def once(workdir: str, name: str, run: Callable[[str], dict]) -> dict:
     directory = os.path.join(workdir, name)
     path = os.path.join(directory, RESULT)
     if not os.path.exists(path):
+        preemption.check_between_stages(name)
         os.makedirs(directory, exist_ok=True)
         print(f"[instructgpt] {name}")
         began = time.perf_counter()
-        result = dict(run(directory), wall_s=time.perf_counter() - began)
-        with open(path + ".tmp", "w") as f:
-            json.dump(result, f, indent=2, default=float)
-        os.replace(path + ".tmp", path)
+        try:
+            result = run(directory)
+        except preemption.Preempted as stopped:  # name the pipeline's stage, not the driver
+            raise preemption.Preempted(stopped.signum, stopped.step, name) from None
+        write_json(path, dict(result, wall_s=time.perf_counter() - began))
     with open(path) as f:
         result = json.load(f)
     result.pop("wall_s")
@@ -91,22 +97,16 @@ def run_instructgpt(config, workdir: str, through: str = "evaluation") -> dict:
     own); returns that stage's result, by default the evaluation's results."""
     names = stage_names(config)
     if through not in names:
-        raise ValueError(f"through={through!r} is not a stage of this config; choose one of {names}")
+        raise ConfigError(f"through={through!r} is not a stage of this config; choose one of "
+                          f"{names}")
     return next(result for name, result in stages(config, workdir) if name == through)
 
 
 def stages(config, workdir: str) -> Iterator[tuple[str, dict]]:
     """Runs the stages in order, yielding ``(name, result)`` as each finishes (or is found
     finished); the last is ``("evaluation", results)``, after the report is written."""
-    if config.rounds < 1:
-        raise ValueError(f"config.rounds={config.rounds}: need at least 1")
+    validate_pipeline(config)
     world = World(config.world.seed, config.world.users) if config.world.enabled else None
-    if world is None and config.rounds > 1:
-        raise ValueError("config.rounds > 1 needs labelers for the new comparisons: enable "
-                         "config.world, or run one round on real data")
-    if world is None and not config.base.init:
-        raise ValueError("real data needs a pretrained model: set config.base.init to a Hugging "
-                         "Face directory or .gguf file")
     inputs = world_inputs(config, world, workdir) if world else real_inputs(config, workdir)
 
     def stage(name: str, run: Callable[[str], dict]) -> tuple[str, dict]:

@@ -1,16 +1,20 @@
-"""The training loop every stage shares: resume, step, log, evaluate, checkpoint.
+"""The training loop every stage shares: resume, step, log, evaluate, checkpoint, stop.
 
 A checkpoint holds the train state (step, params, optimizer state) and, as JSON,
 the data iterator's position; the step's randomness is ``fold_in(rng, step)``
 from the config's seed. So a run stopped after any saved step and started again
 with the same workdir continues exactly as if it had never stopped: same
-batches, same updates, same metrics.
+batches, same updates, same metrics. It stops by itself after a step when asked
+to (SIGTERM or Ctrl-C, ``pipeline.preemption``): that step is checkpointed and
+written before ``Preempted`` is raised. Killed outright, it resumes from the
+newest checkpoint that restores.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -20,6 +24,7 @@ from tqdm import tqdm
 
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.pipeline import preemption
 from rlhf_jax.pipeline.metrics import MetricsLog, to_floats
 
 
@@ -30,6 +35,7 @@ class LoopConfig:
     save_every: int = 100  # checkpoint period, in steps (and always at the end)
     keep: int = 2  # checkpoints kept
     throughput_unit: str = "tokens"  # what ``count_units(batch)`` counts, for the progress bar
+    name: str = "training"  # the stage, as messages name it
 
 
 def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: jax.Array, *,
@@ -42,14 +48,17 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
     ``stream`` a grain dataset of host batches; ``evaluate(state)`` returns
     validation metrics. Metrics go to ``workdir/metrics.jsonl`` and TensorBoard;
     a non-finite metric stops the run with ``NonFiniteError``, after the
-    checkpoints already started are safely on disk. Returns the final state.
+    checkpoints already started are safely on disk; a stop asked for by a signal
+    raises ``preemption.Preempted`` once the current step is checkpointed. Returns
+    the final state.
     """
     checkpoints = TrainCheckpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep,
                                    save_every=config.save_every)
     iterator = iter(stream)
-    start = checkpoints.latest_step() or 0
-    if start:
-        state, extra = checkpoints.restore(abstract)
+    start = 0
+    restored = checkpoints.restore_latest(abstract)
+    if restored:
+        start, state, extra = restored
         iterator.set_state(extra["data"])
     log = MetricsLog(workdir, resume_step=start)
     bar = tqdm(total=config.steps, initial=start, desc=os.path.basename(workdir.rstrip("/")),
@@ -69,11 +78,16 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
             if evaluate is not None and (step == config.steps or
                                          (config.eval_every and step % config.eval_every == 0)):
                 log.write(step, "validation", evaluate(state))
+            stop = preemption.should_stop(step)
             checkpoints.save(step, state, extra=dict(data=iterator.get_state(), step=step),
-                             force=step == config.steps)
+                             force=step == config.steps or stop)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}",
                             **{f"{config.throughput_unit}/s": f"{units / seconds:.0f}"})
+            if stop and step < config.steps:
+                checkpoints.wait()
+                raise preemption.Preempted(preemption.requested() or signal.SIGTERM, step,
+                                           config.name)
     finally:
         bar.close()
         log.close()

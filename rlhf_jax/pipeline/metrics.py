@@ -3,7 +3,9 @@
 ``workdir/metrics.jsonl`` holds ``{"step", "split", <metric>: value, …}`` lines;
 ``workdir/tensorboard/`` holds the same scalars as ``<split>/<metric>``. A run
 resumed at step s first drops the lines (and TensorBoard points) after s, so a
-resumed run's log reads as one uninterrupted run.
+resumed run's log reads as one uninterrupted run. Each line is flushed as it is
+written; a last line cut short by ``kill -9`` is dropped on resume (with a
+warning), and the kept lines are rewritten atomically.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from rlhf_jax.errors import UserError
+from rlhf_jax.files import read_jsonl_lines, write_jsonl
 
-class NonFiniteError(FloatingPointError):
+
+class NonFiniteError(UserError, FloatingPointError):
     """A metric became NaN or infinite; the message names the step and the metric."""
 
 
@@ -40,15 +45,14 @@ class MetricsLog:
 
     def __init__(self, workdir: str, resume_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self.writer = None
+        self.writer = self.file = None
         if jax.process_index() != 0:
             return
         os.makedirs(workdir, exist_ok=True)
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                kept = [line for line in f if json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(kept)
+        if os.path.exists(self.path):  # a run killed before its first checkpoint keeps nothing
+            write_jsonl([row for row in read_jsonl_lines(self.path)
+                         if resume_step and row["step"] <= resume_step], self.path)
+        self.file = open(self.path, "a")
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"),
                                     purge_step=resume_step + 1 if resume_step else None)
 
@@ -57,18 +61,18 @@ class MetricsLog:
         check_finite(step, split, metrics)
         if self.writer is None:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(dict(step=step, split=split, **metrics)) + "\n")
+        self.file.write(json.dumps(dict(step=step, split=split, **metrics)) + "\n")
+        self.file.flush()
         for key, value in metrics.items():
             self.writer.add_scalar(f"{split}/{key}", value, step)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.file.close()
 
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
     """The lines of ``workdir/metrics.jsonl`` (of one ``split`` if given)."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_jsonl_lines(os.path.join(workdir, "metrics.jsonl"))
     return [r for r in rows if split is None or r["split"] == split]

@@ -39,6 +39,7 @@ from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.sft import validation_loss
 from rlhf_jax.pipeline.state import initial_weights, load_tokenizer_for
+from rlhf_jax.pipeline.validate import VALUE_INITS, validate_stage
 from rlhf_jax.rl.kl import KLController
 from rlhf_jax.sampling import SamplingConfig
 from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
@@ -47,7 +48,6 @@ from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update
 from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout, reward_model_fn, token_count_fn
 
-VALUE_INITS = ("reward", "policy", "shared")
 Judge = Callable[[list[str], list[str]], dict[str, float]]
 
 
@@ -63,6 +63,7 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
     ``judge(prompts, responses) -> {'judge/<name>': mean}``, if given, also
     rates the validation samples (for example gold scores of simulated
     labelers); its means are logged with the validation metrics."""
+    validate_stage(config)
     mesh, rules = stage.mesh_and_rules(config)
     shard = (jax.process_index(), jax.process_count())
     settings = ppo_config(config)
@@ -76,9 +77,6 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
             pretrain, ptx_report = data.prepare("pretrain", stage.data_config(config, workdir, "ptx"),
                                                 workdir, tokenizer)
             stage.announce("ppo/ptx", ptx_report)
-        elif settings.ptx_coef:
-            raise ValueError("config.ppo.ptx_coef > 0 needs pretraining text: set config.ptx.path "
-                             "or config.ptx.toy_records")
 
         policy_config, policy_params = _policy(config, mesh, rules)
         models, value_params = _value(config, policy_config, policy_params, mesh, rules)
@@ -165,9 +163,6 @@ def _value(config, policy_config, policy_params, mesh, rules):
     if config.value_init == "shared":
         return ActorCritic(policy, None), shared_value_head(policy_config.d_model)
     if config.value_init == "reward":
-        if not config.reward.path:
-            raise ValueError("config.value_init='reward' needs config.reward.path (a reward model "
-                             "directory); use value_init='policy' with the toy reward")
         value_config, params, _ = load_scalar_model(config.reward.path, mesh, rules)
         return ActorCritic(policy, ScalarHeadModel(value_config)), params
     if config.value_init == "policy":
@@ -184,9 +179,6 @@ def _reward(config, mesh, rules):
     """``(reward_fn, reward params)``: the trained reward model, or the toy token count."""
     if config.reward.token_count >= 0:
         return token_count_fn(config.reward.token_count), None
-    if not config.reward.path:
-        raise ValueError("config.reward.path is empty: give the reward model directory "
-                         "(RM_WORKDIR/reward_model) or a toy config.reward.token_count")
     reward_config, params, _ = load_scalar_model(config.reward.path, mesh, rules)
     return reward_model_fn(ScalarHeadModel(reward_config)), params
 

@@ -27,6 +27,7 @@ from rlhf_jax.models import ScalarHeadModel
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
+from rlhf_jax.pipeline.validate import validate_stage
 from rlhf_jax.rl.ranking import per_prompt_ranking
 from rlhf_jax.train.optim import make_optimizer
 from rlhf_jax.train.reward import center_reward, reward_step, score_responses
@@ -34,6 +35,7 @@ from rlhf_jax.train.reward import center_reward, reward_step, score_responses
 
 def run_reward(config, workdir: str) -> dict:
     """Trains, normalizes and saves the reward model; returns its final metrics."""
+    validate_stage(config)
     mesh, rules = stage.mesh_and_rules(config)
     shard = (jax.process_index(), jax.process_count())
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

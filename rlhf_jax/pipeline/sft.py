@@ -21,28 +21,26 @@ import numpy as np
 
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
-from rlhf_jax.data.loaders import padded_batches, sft_stream, split_records
 from rlhf_jax.data.collate import demonstration_examples
+from rlhf_jax.data.loaders import padded_batches, sft_stream, split_records
 from rlhf_jax.data.tokenize import encode_text, pack
 from rlhf_jax.models import CausalLM
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
+from rlhf_jax.pipeline.validate import validate_stage
 from rlhf_jax.train.optim import make_optimizer
 from rlhf_jax.train.sft import sft_loss_terms, sft_step
-
-KINDS = ("demonstration", "pretrain")
 
 
 def run_sft(config, workdir: str) -> dict:
     """Trains, saves ``workdir/model``, returns the final validation metrics."""
+    validate_stage(config)
     mesh, rules = stage.mesh_and_rules(config)
     shard = (jax.process_index(), jax.process_count())
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         tokenizer = load_tokenizer_for(config)
         kind = config.data.kind
-        if kind not in KINDS:
-            raise ValueError(f"config.data.kind={kind!r}: choose one of {KINDS}")
         sources, report = data.prepare(kind, stage.data_config(config, workdir), workdir,
                                        tokenizer)
         stage.announce(config.stage, report)

@@ -14,6 +14,7 @@ import ml_collections
 
 from rlhf_jax import parallel
 from rlhf_jax.feedback import toy
+from rlhf_jax.files import write_jsonl
 from rlhf_jax.pipeline.loop import LoopConfig
 from rlhf_jax.train.optim import OptimizerConfig
 
@@ -26,10 +27,8 @@ def mesh_and_rules(config):
 
 
 def local_batch(config) -> int:
-    """This process's rows of the global ``config.batch_size``."""
-    if config.batch_size % jax.process_count():
-        raise ValueError(f"batch_size={config.batch_size} does not split over "
-                         f"{jax.process_count()} processes")
+    """This process's rows of the global ``config.batch_size`` (which ``validate_stage`` checked
+    splits evenly)."""
     return config.batch_size // jax.process_count()
 
 
@@ -39,7 +38,7 @@ def optimizer_config(config, steps: int) -> OptimizerConfig:
 
 def loop_config(config, steps: int, unit: str) -> LoopConfig:
     return LoopConfig(steps=steps, eval_every=config.eval_every, save_every=config.save_every,
-                      keep=config.keep_checkpoints, throughput_unit=unit)
+                      keep=config.keep_checkpoints, throughput_unit=unit, name=config.stage)
 
 
 def data_config(config, workdir: str, section: str = "data") -> ml_collections.ConfigDict:
@@ -50,12 +49,9 @@ def data_config(config, workdir: str, section: str = "data") -> ml_collections.C
         kind = section_config.kind
         path = os.path.join(workdir, "toy", f"{kind}s.jsonl")
         if not os.path.exists(path) and jax.process_index() == 0:
-            toy.write_jsonl(toy.GENERATORS[kind](section_config.toy_records, seed=config.seed),
+            write_jsonl(toy.GENERATORS[kind](section_config.toy_records, seed=config.seed),
                             path)
         section_config.path = path
-    if not section_config.path:
-        raise ValueError(f"config.{section}.path is empty: give a JSON Lines file of "
-                         f"{section_config.kind} records, or set config.{section}.toy_records")
     return section_config
 
 

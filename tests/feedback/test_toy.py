@@ -4,11 +4,12 @@ import numpy as np
 
 from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.feedback import toy
+from rlhf_jax.files import write_jsonl
 
 
 def test_records_are_valid_and_deterministic(tmp_path):
     for kind, make in (("demonstration", toy.demonstrations), ("comparison", toy.comparisons)):
-        path = toy.write_jsonl(make(200, seed=3), str(tmp_path / f"{kind}.jsonl"))
+        path = write_jsonl(make(200, seed=3), str(tmp_path / f"{kind}.jsonl"))
         records, report = read_jsonl(path, kind)
         assert report.kept == 200 and not report.skipped
         assert make(200, seed=3) == make(200, seed=3) != make(200, seed=4)

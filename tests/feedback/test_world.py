@@ -10,7 +10,8 @@ from rlhf_jax.feedback import corpus
 from rlhf_jax.feedback.labelers import (PANEL, Labeler, heldout_labelers, pairwise_agreement,
                                         training_labelers)
 from rlhf_jax.feedback.tasks import FAMILIES, FILLERS, RAMBLES, rubric
-from rlhf_jax.feedback.world import World, write_jsonl
+from rlhf_jax.feedback.world import World
+from rlhf_jax.files import write_jsonl
 
 
 def test_every_family_judges_its_answer_perfect_and_its_flaws_lower():

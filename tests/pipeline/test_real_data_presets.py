@@ -14,6 +14,7 @@ from configs import models as presets
 from configs.instructgpt import get_config
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
+from rlhf_jax.errors import ConfigError
 from rlhf_jax.feedback.tasks import FAMILIES
 from rlhf_jax.feedback.world import World
 from rlhf_jax.models import CausalLM, ModelConfig
@@ -100,9 +101,10 @@ def test_summarize_preset_trains_sft_and_reward_model_on_its_layout(checkpoint, 
 
 def test_real_data_needs_a_checkpoint_and_one_round(tmp_path):
     config = get_config("hh_rlhf")
-    config.data.comparisons = "x.jsonl"
-    with pytest.raises(ValueError, match="config.base.init"):
+    config.data.comparisons = str(tmp_path / "x.jsonl")
+    (tmp_path / "x.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="config.base.init='': must name a pretrained model"):
         run_instructgpt(config, str(tmp_path))
-    config.base.init, config.rounds = "model_dir", 2
-    with pytest.raises(ValueError, match="rounds > 1"):
+    config.base.init, config.rounds = str(tmp_path), 2
+    with pytest.raises(ConfigError, match="config.rounds=2: must be 1 without simulated labelers"):
         run_instructgpt(config, str(tmp_path))
