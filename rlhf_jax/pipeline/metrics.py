@@ -28,6 +28,16 @@ class NonFiniteError(UserError, FloatingPointError):
 
 
 def check_finite(step: int, split: str, metrics: Mapping[str, float]) -> None:
+    """Raises ``NonFiniteError`` naming the step and the metric; where the metrics count rows
+    holding non-finite values (``nonfinite/<quantity>`` of ``episodes``), names those first."""
+    rows = {k.split("/", 1)[1]: int(v) for k, v in metrics.items()
+            if k.startswith("nonfinite/") and v}
+    if rows:
+        counts = ", ".join(f"{quantity} in {n} of {int(metrics['episodes'])} rows"
+                           for quantity, n in rows.items())
+        raise NonFiniteError(f"step {step}: non-finite {counts}; stopping. Checkpoints before "
+                             "this step are intact: check the reward model and the learning "
+                             "rates, then resume.")
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         raise NonFiniteError(f"step {step}: {split} metric {bad[0]!r} is {metrics[bad[0]]} "

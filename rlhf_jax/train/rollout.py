@@ -66,7 +66,9 @@ def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: 
                   models: ActorCritic, reference: CausalLM, reward_fn: RewardFn,
                   config: PPOConfig, stop_tokens: tuple[int, ...]) -> tuple[Experience, dict]:
     """``(experience, metrics)`` of sampled responses; metrics are batch means (per episode or per
-    valid token) of the score, KL (k1, k3 and exact), entropy, length and value fit."""
+    valid token) of the score, KL (k1, k3 and exact), entropy, length and value fit, and
+    ``nonfinite/<quantity>``: how many of the batch's ``episodes`` hold a NaN or infinity in the
+    RM scores, log-probs, reference log-probs, values or advantages (over response tokens)."""
     p = samples.prompt_length
     mask = samples.response_mask.astype(jnp.float32)
     logits, values = models.response_outputs(params, samples.sequences, samples.sequence_mask, p)
@@ -101,8 +103,19 @@ def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: 
         explained_variance=explained_variance(values, returns, mask),
         kl_coef=kl_coef,
         # How far the sampler's log-probs are from the training forward pass (precision only).
-        sampler_logprob_gap=jnp.max(jnp.abs(samples.raw_logprobs - logprobs) * mask))
+        sampler_logprob_gap=jnp.max(jnp.abs(samples.raw_logprobs - logprobs) * mask),
+        episodes=jnp.float32(mask.shape[0]),
+        **{f"nonfinite/{name}": nonfinite_rows(x, mask) for name, x in (
+            ("score", raw_scores[:, None]), ("logprob", logprobs), ("ref_logprob", ref_logprobs),
+            ("value", values), ("advantage", advantages))})
     return experience, metrics
+
+
+def nonfinite_rows(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """How many rows of ``x`` (B, N) hold a NaN or infinity where ``mask`` (B, N) is 1 (a (B, 1)
+    ``x`` is one value per row)."""
+    bad = ~jnp.isfinite(x) & (mask > 0) if x.shape == mask.shape else ~jnp.isfinite(x)
+    return jnp.sum(jnp.any(bad, axis=1)).astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,70 @@
+"""The SFT stage, stopped (SIGTERM), killed (SIGKILL) or with a damaged checkpoint, ends exactly
+as an uninterrupted run: the same parameters, bit for bit, and the same metrics."""
+
+import os
+import random
+import re
+import signal
+
+import pytest
+
+from tests.experiments import runs
+
+pytestmark = pytest.mark.slow
+STAGE = "sft"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reference") / "run")
+    status, output = runs.run(STAGE, workdir)
+    assert status == 0, output[-3000:]
+    return runs.outcome(STAGE, workdir)
+
+
+def test_sigterm_checkpoints_the_step_in_flight_and_the_rerun_ends_as_uninterrupted(
+        reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    signalled_after = random.Random(16).randint(2, runs.STEPS[STAGE] - 4)
+    process = runs.start(STAGE, workdir)
+    runs.wait_for_step(process, workdir, signalled_after)
+    seconds = runs.stop(process, signal.SIGTERM)
+    output = runs.finish(process)
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    stopped = int(re.search(rf"stopped at step (\d+) of {STAGE}; run the same command to resume",
+                            output).group(1))
+    assert signalled_after <= stopped <= signalled_after + 2
+    assert runs.latest_checkpoint(workdir) == stopped
+    rows = runs.metrics(workdir)
+    assert max(r["step"] for r in rows) == stopped
+    step_seconds = max(r["step_seconds"] for r in runs.read_raw_metrics(workdir)
+                       if r["split"] == "train")
+    assert seconds < 2 * step_seconds + 15, seconds  # two steps, the save and the exit
+
+    status, output = runs.run(STAGE, workdir)
+    assert status == 0, output[-3000:]
+    runs.assert_same_outcome(STAGE, workdir, reference)
+
+
+def test_sigkill_at_six_moments_and_the_reruns_end_as_uninterrupted(reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    runs.run_through_kills(STAGE, workdir, runs.draw_moments(STAGE, seed=16))
+    runs.assert_same_outcome(STAGE, workdir, reference)
+
+
+def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    status, _ = runs.run(STAGE, workdir, fault=dict(at="step", step=8))
+    assert status == -signal.SIGKILL and runs.latest_checkpoint(workdir) == 6
+    data = os.path.join(workdir, "checkpoints", "6", "state")
+    files = [os.path.join(root, n) for root, _, names in os.walk(data) for n in names
+             if os.sep + "d" + os.sep in os.path.join(root, n)]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.truncate(os.path.getsize(largest) // 2)
+
+    status, output = runs.run(STAGE, workdir)
+    assert status == 0, output[-3000:]
+    assert re.search(r"checkpoint \S+/checkpoints/6 does not restore .*moved to \S+"
+                     r"checkpoints_damaged/6; resuming from step 3", output), output[-3000:]
+    runs.assert_same_outcome(STAGE, workdir, reference)
