@@ -16,6 +16,7 @@ setup(
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12.8",
         "transformers>=5.23,<6",
+        "jinja2>=3.1.6",  # transformers renders chat templates with it (its chat-template extra's floor)
         "tokenizers>=0.23",
         "safetensors>=0.8",
         "gguf>=0.19",
