@@ -1,4 +1,4 @@
-"""The SFT stage, stopped (SIGTERM), killed (SIGKILL) or with a damaged checkpoint, ends exactly
+"""The SFT stage, stopped (SIGTERM, Ctrl-C), killed (SIGKILL) or with a damaged checkpoint, ends exactly
 as an uninterrupted run: the same parameters, bit for bit, and the same metrics."""
 
 import os
@@ -22,15 +22,16 @@ def reference(tmp_path_factory):
     return runs.outcome(STAGE, workdir)
 
 
-def test_sigterm_checkpoints_the_step_in_flight_and_the_rerun_ends_as_uninterrupted(
-        reference, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_checkpoints_the_step_in_flight_and_the_rerun_ends_as_uninterrupted(
+        reference, tmp_path, signum):
     workdir = str(tmp_path / "run")
-    signalled_after = random.Random(16).randint(2, runs.STEPS[STAGE] - 4)
+    signalled_after = random.Random(16 + signum).randint(2, runs.STEPS[STAGE] - 4)
     process = runs.start(STAGE, workdir)
     runs.wait_for_step(process, workdir, signalled_after)
-    seconds = runs.stop(process, signal.SIGTERM)
+    seconds = runs.stop(process, signum)
     output = runs.finish(process)
-    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert process.returncode == 128 + signum, output[-3000:]
     stopped = int(re.search(rf"stopped at step (\d+) of {STAGE}; run the same command to resume",
                             output).group(1))
     assert signalled_after <= stopped <= signalled_after + 2
