@@ -3,7 +3,12 @@
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -16,6 +21,7 @@ from tests.pipeline.micro import micro_config
 ROUND = ("comparisons", "rm", "ppo", "ppo_ptx")
 STAGES = ("base", "sft", *(f"round{r}/{s}" for r in (1, 2) for s in ROUND), "evaluation")
 PLOTS = ("figure1.png", "overoptimization.png", "ppo_curves.png")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def numbers(tree, path=""):
@@ -73,11 +79,8 @@ def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
     """Killed in the middle of its last PPO-ptx stage, then re-run: the finished stages are left
     alone and the results equal the uninterrupted run's. The finished stages are copies of the
     uninterrupted run's (a stage is finished when its result.json exists)."""
-    workdir, straight = str(tmp_path / "run"), micro_pipeline[0]
-    last = ("evaluation", "results.json", "report.md", *PLOTS)
-    shutil.copytree(straight, workdir, ignore=lambda d, names: [
-        n for n in names if (d == straight and n in last)
-        or (d == os.path.join(straight, "round2") and n == "ppo_ptx")])
+    workdir = str(tmp_path / "run")
+    copy_without_last_ppo_ptx(micro_pipeline[0], workdir)
     finished = {s: os.path.getmtime(os.path.join(workdir, s, "result.json")) for s in STAGES[:-2]}
     write = metrics.MetricsLog.write
 
@@ -96,6 +99,42 @@ def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
     assert {s: os.path.getmtime(os.path.join(workdir, s, "result.json"))
             for s in STAGES[:-2]} == finished
     assert results == micro_pipeline[1]
+
+
+def copy_without_last_ppo_ptx(straight: str, workdir: str) -> None:
+    """The uninterrupted run's finished stages, up to round 2's PPO-ptx."""
+    last = ("evaluation", "results.json", "report.md", *PLOTS)
+    shutil.copytree(straight, workdir, ignore=lambda d, names: [
+        n for n in names if (d == straight and n in last)
+        or (d == os.path.join(straight, "round2") and n == "ppo_ptx")])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_pipeline_entry_point_and_the_same_command_resumes(
+        micro_pipeline, tmp_path):
+    """``python -m experiments.instructgpt`` sent SIGTERM in round 2's PPO-ptx stage: it names
+    the stage and the step it checkpointed, exits 143, and the same command finishes with the
+    uninterrupted run's results."""
+    workdir = str(tmp_path / "run")
+    copy_without_last_ppo_ptx(micro_pipeline[0], workdir)
+    command = [sys.executable, "-m", "experiments.instructgpt", f"--workdir={workdir}",
+               "--config=configs/instructgpt.py:micro", "--config.rounds=2"]
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    log = os.path.join(workdir, "round2", "ppo_ptx", "metrics.jsonl")
+    while not (os.path.exists(log) and '"step": 1, "split": "train"' in open(log).read()):
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert re.search(r"stopped at step [12] of round2/ppo_ptx; run the same command to resume",
+                     output), output[-3000:]
+    assert not os.path.exists(os.path.join(workdir, "round2", "ppo_ptx", "result.json"))
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.load(open(os.path.join(workdir, "results.json"))) == micro_pipeline[1]
 
 
 def test_stage_names_and_an_unknown_stage_to_stop_at(tmp_path):
