@@ -64,9 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.kl = dict(init_coef=0.02, target=0.0, horizon=10000)  # target > 0: adaptive β
     c.warmup_iterations = 10  # linear LR warmup, then constant
     c.optimizer = dict(learning_rate=9.65e-6, final_fraction=1.0, b1=0.9, b2=0.95,
-                       weight_decay=0.0, clip_norm=1.0)  # the policy's AdamW
+                       weight_decay=0.0, clip_norm=1.0, decay="kernels")  # the policy's AdamW
     c.value_optimizer = dict(learning_rate=9e-6, final_fraction=1.0, b1=0.9, b2=0.95,
-                             weight_decay=0.0, clip_norm=1.0)
+                             weight_decay=0.0, clip_norm=1.0, decay="kernels")
     c.eval_prompts = 64  # validation prompts sampled at each evaluation
     c.eval_every = 10
     c.save_every = 10

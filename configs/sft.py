@@ -40,8 +40,10 @@ def base(stage: str, kind: str) -> ml_collections.ConfigDict:
     c.microbatches = 1  # gradient accumulation (exact: losses are sums over counts)
     c.epochs = 1
     c.steps = 0  # > 0 overrides epochs
+    # AdamW, cosine decay to final_fraction; weight decay on "kernels" (not norms, biases or
+    # embeddings) or on "all" parameters
     c.optimizer = dict(learning_rate=1e-5, warmup_steps=0, final_fraction=0.1, b1=0.9, b2=0.95,
-                       weight_decay=0.0, clip_norm=1.0)  # AdamW, cosine decay to final_fraction
+                       weight_decay=0.0, clip_norm=1.0, decay="kernels")
     c.eval_every = 0  # validation period in steps; 0 = at the end only
     c.save_every = 100  # checkpoint period in steps (and at the end)
     c.keep_checkpoints = 2

@@ -10,9 +10,9 @@ signal interrupts at once (``KeyboardInterrupt``).
 On several processes every one must stop at the same step, or one would wait
 forever for another in a collective. There ``should_stop`` is jax's preemption
 sync point (``multihost_utils.reached_preemption_sync_point``): jax's
-coordination service catches SIGTERM on any process and agrees on the step all
-of them stop at, so SIGTERM keeps jax's own handler and SIGINT is passed on to
-it as a SIGTERM.
+coordination service catches SIGTERM on any process (``jax.distributed.initialize``
+installs its handler over ours) and agrees on the step all of them stop at;
+SIGINT is passed on to it as a SIGTERM.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class Preempted(Exception):
 
 
 def _multi_process() -> bool:
-    return jax.process_count() > 1
+    """Without touching devices: this may run before ``jax.distributed.initialize``."""
+    return jax.distributed.is_initialized()
 
 
 def _handle(signum, frame) -> None:
@@ -60,8 +61,7 @@ def _handle(signum, frame) -> None:
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within: SIGTERM and SIGINT ask the run to stop after its current step."""
-    catch = (signal.SIGINT,) if _multi_process() else (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.signal(s, _handle) for s in catch}
+    previous = {s: signal.signal(s, _handle) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:

@@ -29,6 +29,7 @@ from rlhf_jax.data.records import MAX_K, MIN_K
 from rlhf_jax.errors import ConfigError, MissingFileError
 from rlhf_jax.models import ModelConfig
 from rlhf_jax.pipeline.inputs import IMPORTERS
+from rlhf_jax.train.optim import DECAY
 
 STAGES = ("pretrain", "sft", "rm", "ppo")
 ON_ERROR = ("raise", "skip")
@@ -213,6 +214,7 @@ def _records(d: Section, paths: bool) -> None:
 def _optimizer(o: Section) -> None:
     o.positive("learning_rate")
     o.non_negative("weight_decay", "clip_norm")
+    o.choice("decay", DECAY)
     o.within("final_fraction", 0, 1)
     o.within("b1", 0, 1, "[)")
     o.within("b2", 0, 1, "[)")
