@@ -2,7 +2,9 @@
 
 The stage is the config's ``stage`` field (``pretrain``, ``sft``, ``rm`` or ``ppo``); any field can be
 overridden (``--config.optimizer.learning_rate=1e-4``). Re-running with the same
-workdir resumes from its last checkpoint.
+workdir resumes from its last checkpoint. Several processes (hosts) join one run from
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` or
+``--config.distributed.*``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rlhf_jax import parallel
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
 from rlhf_jax.pipeline.sft import run_sft
@@ -27,6 +30,7 @@ FLAGS = flags.FLAGS
 
 def run(config, workdir: str) -> dict:
     """Runs ``config.stage`` in ``workdir``; returns the stage's final metrics."""
+    parallel.initialize_from_env(config.distributed)  # first: before anything touches devices
     if config.stage not in STAGES:
         raise ValueError(f"config.stage={config.stage!r}: choose one of {sorted(STAGES)}")
     return STAGES[config.stage](config, workdir)

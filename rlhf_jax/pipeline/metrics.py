@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from rlhf_jax import parallel
+
 
 class NonFiniteError(FloatingPointError):
     """A metric became NaN or infinite; the message names the step and the metric."""
@@ -32,7 +34,7 @@ def check_finite(step: int, split: str, metrics: Mapping[str, float]) -> None:
 
 def to_floats(metrics: Mapping) -> dict[str, float]:
     """Device scalars to Python floats (one transfer)."""
-    return {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
+    return {k: float(np.asarray(v)) for k, v in parallel.to_host(dict(metrics)).items()}
 
 
 class MetricsLog:
