@@ -23,3 +23,13 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
         kind = type(spec[key])
         result[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return result
+
+
+def distributed() -> ml_collections.ConfigDict:
+    """How an entry point joins a multi-process run (``rlhf_jax.parallel.initialize_from_env``):
+    an unset field is read from its environment variable; nothing set anywhere is one process."""
+    return ml_collections.ConfigDict(dict(
+        coordinator="",  # host:port of process 0's coordinator; "" = $JAX_COORDINATOR_ADDRESS
+        num_processes=0,  # processes in the run; 0 = $JAX_NUM_PROCESSES
+        process_id=-1,  # this process, 0 … num_processes - 1; -1 = $JAX_PROCESS_ID
+    ))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import ppo as ppo_presets
-from configs.common import parse_arg
+from configs.common import distributed, parse_arg
 from configs.rm import get_config as rm_config
 from configs.sft import base as stage_base, smollm2_path
 
@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown pipeline preset {args.name!r}; choose one of {PRESETS}")
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.distributed = distributed()  # several processes (hosts): see configs/common.py
     c.rounds = 1  # > 1: new comparisons from the last PPO-ptx policy, a new RM and new PPO runs
     c.ptx_coef = 27.8  # γ of the PPO-ptx run
     c.world = dict(
@@ -60,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         batch_size=64, shown_prompts=6)
     for section in (c.pretrain, c.sft, c.rm, c.ppo):
         section.seed = c.seed
+        del section.distributed  # the pipeline joins its processes once, by c.distributed
         section.mesh.devices = 1  # small models: one device; real presets use them all
     c.rm.data.k_max = 9
     # rows as long as the longest forum page (three threads), so few-shot prompts are in range

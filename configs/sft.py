@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import models
-from configs.common import parse_arg
+from configs.common import distributed, parse_arg
 
 
 def base(stage: str, kind: str) -> ml_collections.ConfigDict:
@@ -24,6 +24,7 @@ def base(stage: str, kind: str) -> ml_collections.ConfigDict:
     c.model.dropout_rate = 0.0
     # mesh axis sizes (-1 fills), sharding rules, and devices used (0: all)
     c.mesh = dict(data=-1, fsdp=1, tensor=1, rules="fsdp", devices=0)
+    c.distributed = distributed()  # several processes (hosts): see configs/common.py
     c.data = dict(
         kind=kind,  # record format of `path` (fixed per stage)
         path="",  # JSON Lines records

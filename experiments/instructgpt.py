@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
+from rlhf_jax import parallel
 from rlhf_jax.evaluation.report import summary
 from rlhf_jax.pipeline.instructgpt import run_instructgpt
 
@@ -28,6 +29,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    parallel.initialize_from_env(FLAGS.config.distributed)  # before anything touches devices
     began = time.perf_counter()
     results = run_instructgpt(FLAGS.config, FLAGS.workdir)
     print(summary(results))

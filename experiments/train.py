@@ -2,7 +2,9 @@
 
 The stage is the config's ``stage`` field (``pretrain``, ``sft``, ``rm`` or ``ppo``); any field can be
 overridden (``--config.optimizer.learning_rate=1e-4``). Re-running with the same
-workdir resumes from its last checkpoint.
+workdir resumes from its last checkpoint. Several processes (hosts) join one run from
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` or
+``--config.distributed.*``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
+from rlhf_jax import parallel
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
@@ -29,6 +32,7 @@ FLAGS = flags.FLAGS
 
 def run(config, workdir: str) -> dict:
     """Runs ``config.stage`` in ``workdir``; returns the stage's final metrics."""
+    parallel.initialize_from_env(config.distributed)  # first: before anything touches devices
     if config.stage not in STAGES:
         raise ConfigError(f"config.stage={config.stage!r}: must be one of {tuple(STAGES)}")
     return STAGES[config.stage](config, workdir)

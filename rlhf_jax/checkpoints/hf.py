@@ -10,6 +10,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import safe_open
 
+from rlhf_jax import parallel
 from rlhf_jax.checkpoints.abstract import abstract_lm_params
 from rlhf_jax.checkpoints.families import canonical_name, family
 from rlhf_jax.checkpoints.weights import export_tensors, load_params
@@ -87,7 +88,8 @@ def export_hf(config: ModelConfig, params, out_dir: str, tokenizer=None,
     """Writes ``config.json`` and safetensors that ``AutoModelForCausalLM.from_pretrained`` loads.
 
     ``params`` are CausalLM params, sharded or not (on multi-host every process
-    must call this; process 0 writes). Weights are written in float32, at most
+    must call this; process 0 writes, and every process returns once the
+    directory is complete). Weights are written in float32, at most
     ``max_shard_bytes`` held on the host at a time: beyond that they are split
     into ``model-0000k-of-0000n.safetensors`` files with an index. A tokenizer,
     if given, is saved beside them.
@@ -111,8 +113,13 @@ def export_hf(config: ModelConfig, params, out_dir: str, tokenizer=None,
             flush()
         shard[name] = tensor
     flush()
-    if not writer:
-        return out_dir
+    parallel.on_process_zero(f"exported {out_dir}", lambda: _finish(
+        config, module, out_dir, written, tokenizer))
+    return out_dir
+
+
+def _finish(config: ModelConfig, module, out_dir: str, written: list, tokenizer) -> None:
+    """Process 0: the temporary shards under their final names, the index, config, tokenizer."""
     if len(written) == 1:
         os.replace(written[0][0], os.path.join(out_dir, SINGLE))
     else:
@@ -127,4 +134,3 @@ def export_hf(config: ModelConfig, params, out_dir: str, tokenizer=None,
                dict(module.config_to_hf(config), dtype="float32"))
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
-    return out_dir

@@ -20,6 +20,7 @@ import numpy as np
 
 from rlhf_jax.errors import CheckpointError
 from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.parallel.distributed import to_host
 
 Convert = Callable[..., tuple]
 
@@ -166,17 +167,9 @@ def export_tensors(rules: Sequence[WeightRule], params: Mapping,
                    config: ModelConfig) -> Iterator[tuple[str, np.ndarray]]:
     """Yields ``(hf_name, tensor)`` pairs from our parameters, one rule at a time."""
     for rule in rules:
-        ours = [_to_host(_get(params, p)) for p in rule.ours]
+        ours = [np.asarray(to_host(_get(params, p)), np.float32) for p in rule.ours]
         layers = range(config.n_layers) if rule.per_layer else [None]
         for i in layers:
             outs = rule.to_hf(*[x if i is None else x[i] for x in ours])
             for name, out in zip(rule.hf, outs):
                 yield name.format(i=i), np.ascontiguousarray(out)
-
-
-def _to_host(x) -> np.ndarray:
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        x = multihost_utils.process_allgather(x, tiled=True)
-    return np.asarray(jax.device_get(x), np.float32)

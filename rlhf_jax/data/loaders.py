@@ -5,9 +5,18 @@ Training streams are endless: records are shuffled anew every epoch
 the stage decides how many steps make its epochs. A stream's iterator is
 checkpointable: ``iterator.get_state()`` is a small JSON dict saved with the
 train state, and ``iterator.set_state(state)`` makes a resumed run see the same
-batches as an uninterrupted one. Each process reads its own slice of the
-records (process i of P takes records i, i+P, …): rows are process-local, as
-``parallel.shard_batch`` expects.
+batches as an uninterrupted one.
+
+On several processes every process builds the same GLOBAL stream (all records,
+the same seed, the same packing) and ``parallel.shard_batch`` puts on each
+device its rows of the global batch; validation splits are likewise read whole
+and cut into the same padded global batches everywhere. So the batches, the
+data position saved in a checkpoint and the number of evaluation batches do not
+depend on the process count: two processes of 4 devices train as one of 8, and
+no process can run out of batches while another still waits in a collective.
+The price is that every host reads and tokenizes every record, not its share:
+negligible next to a step for the datasets of this paper (tens of thousands of
+records); a corpus too large for that would want per-process streams again.
 """
 
 from __future__ import annotations
@@ -22,7 +31,6 @@ from rlhf_jax.data.datasets import to_record
 from rlhf_jax.data.records import Comparison, Demonstration, Prompt
 from rlhf_jax.data.tokenize import Example
 
-Shard = tuple[int, int]  # (this process, process count)
 # A batch takes milliseconds to make and a step far longer, so one thread a few elements ahead
 # keeps up. grain's default (16 threads, 500 elements ahead) would tokenize thousands of
 # records at the start of a stage, competing for the interpreter and the cores with the
@@ -30,14 +38,13 @@ Shard = tuple[int, int]  # (this process, process count)
 READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
 
-def _records(source, kind: str, seed: int, shard: Shard, epochs) -> grain.MapDataset:
-    index, count = shard
-    return (grain.MapDataset.source(source)[index::count].shuffle(seed=seed).repeat(epochs)
+def _records(source, kind: str, seed: int, epochs) -> grain.MapDataset:
+    return (grain.MapDataset.source(source).shuffle(seed=seed).repeat(epochs)
             .map(lambda example: to_record(kind, example)))
 
 
 def sft_stream(source, encode: Callable[[Demonstration], Example], *, batch_size: int,
-               row_len: int, seed: int, shard: Shard = (0, 1), epochs: Optional[int] = None,
+               row_len: int, seed: int, epochs: Optional[int] = None,
                kind: str = "demonstration") -> grain.IterDataset:
     """Batches of ``batch_size`` rows of ``row_len`` tokens, examples packed first-fit.
 
@@ -54,7 +61,7 @@ def sft_stream(source, encode: Callable[[Demonstration], Example], *, batch_size
         loss_mask[0] = 0  # the first token of an example is not predicted from the one before
         return dict(tokens=np.asarray(example.tokens, np.int32), loss_mask=loss_mask)
 
-    examples = _records(source, kind, seed, shard, epochs).map(arrays).to_iter_dataset(READ_OPTIONS)
+    examples = _records(source, kind, seed, epochs).map(arrays).to_iter_dataset(READ_OPTIONS)
     packed = grain.experimental.FirstFitPackIterDataset(
         examples, length_struct=dict(tokens=row_len, loss_mask=row_len),
         num_packing_bins=batch_size, shuffle_bins=False)
@@ -64,18 +71,17 @@ def sft_stream(source, encode: Callable[[Demonstration], Example], *, batch_size
 
 
 def record_stream(source, kind: str, encode: Callable[[Comparison | Prompt], dict], *,
-                  batch_size: int, seed: int, shard: Shard = (0, 1)) -> grain.IterDataset:
+                  batch_size: int, seed: int) -> grain.IterDataset:
     """Endless batches of ``batch_size`` records, each made into fixed-shape arrays by ``encode``:
     for comparisons one prompt's ``tokens``, ``mask`` (k_max, T), ``rank`` and ``valid``
     (k_max,); for prompts ``prompt_ids`` and ``prompt_mask`` (T,), left-padded."""
-    return (_records(source, kind, seed, shard, None).map(encode)
+    return (_records(source, kind, seed, None).map(encode)
             .batch(batch_size, drop_remainder=True).to_iter_dataset(READ_OPTIONS))
 
 
-def split_records(source, kind: str, shard: Shard = (0, 1)) -> list:
-    """This process's records of a (validation or test) split, in stored order."""
-    index, count = shard
-    return [to_record(kind, source[i]) for i in range(index, len(source), count)]
+def split_records(source, kind: str) -> list:
+    """All records of a (validation or test) split, in stored order."""
+    return [to_record(kind, source[i]) for i in range(len(source))]
 
 
 def padded_batches(rows: dict[str, np.ndarray], batch_size: int) -> Sequence[dict]:

@@ -170,7 +170,8 @@ def _alignment_tax(config, models, workdir) -> dict:
     questions, for the base, SFT, PPO and PPO-ptx models."""
     ptx_data = os.path.join(models["runs"]["ppo"], "data")
     texts = split_records(datasets.read_records("pretrain", ptx_data)["validation"], "pretrain")
-    mesh, rules = parallel.make_mesh(1, 1, 1, jax.devices()[:1]), parallel.get_rules("data")
+    # every process on a device of its own: the evaluation runs whole on each (models.py)
+    mesh, rules = parallel.make_mesh(1, 1, 1, jax.local_devices()[:1]), parallel.get_rules("data")
     questions = corpus.fact_questions()
     out = {}
     for name in ("base", "sft", "ppo", "ppo_ptx"):

@@ -1,4 +1,4 @@
-"""Put host data onto the mesh: each process passes its own rows, JAX sees one global batch."""
+"""Put host data onto the mesh: every process holds the global batch, each device takes its rows."""
 
 from __future__ import annotations
 
@@ -19,15 +19,18 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
 
 
 def shard_batch(batch: Any, mesh: Mesh, rules: Rules) -> Any:
-    """Host-local arrays (this process's rows) → global arrays sharded over the batch axes.
+    """Host arrays of the GLOBAL batch (the same on every process) → global arrays sharded over
+    the batch axes.
 
-    On one process this is a ``device_put``; on several, the global batch is the
-    concatenation of every process's rows in process order
-    (``jax.make_array_from_process_local_data``).
+    Each process copies to its own devices only the rows the sharding puts there
+    (``jax.make_array_from_callback``), so which rows a process holds follows from
+    the mesh, whatever its device order: no process needs to know its block of
+    rows, and a batch is the same global batch on one process or on many.
     """
 
     def one(x):
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(batch_sharding(mesh, rules, x.ndim), x)
+        return jax.make_array_from_callback(x.shape, batch_sharding(mesh, rules, x.ndim),
+                                            lambda index: x[index])
 
     return jax.tree.map(one, batch)

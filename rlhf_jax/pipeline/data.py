@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-import jax
-
+from rlhf_jax import parallel
 from rlhf_jax.data import datasets, prompt_filters
 from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.files import write_json
@@ -31,11 +30,13 @@ def prepare(kind: str, config, workdir: str, tokenizer) -> tuple[dict, dict]:
     """``(sources, report)``: ``{split: data source}`` and what each step kept or removed."""
     data_dir = os.path.join(workdir, "data")
     report_path = os.path.join(data_dir, f"{kind}_report.json")
-    if not os.path.exists(report_path):  # written last: without it the records may be partial
-        if jax.process_index() == 0:
+
+    def write():
+        if not os.path.exists(report_path):  # written last: without it the records may be partial
             datasets.remove_records(kind, data_dir)
             write_json(report_path, _write(kind, config, data_dir, tokenizer))
-        _wait_for_writer(kind)
+
+    parallel.on_process_zero(f"prepared {kind} records", write)
     with open(report_path) as f:
         report = json.load(f)
     return datasets.read_records(kind, data_dir), report
@@ -60,9 +61,3 @@ def _write(kind: str, config, data_dir: str, tokenizer) -> dict:
     report.update({f"{name}_records": len(split) for name, split in zip(SPLITS, splits)})
     datasets.write_records(kind, dict(zip(SPLITS, splits)), data_dir)
     return report
-
-
-def _wait_for_writer(kind: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(f"prepared {kind} records")

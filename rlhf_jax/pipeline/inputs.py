@@ -19,6 +19,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import jax
+
+from rlhf_jax import parallel
 from rlhf_jax.data.importers import read_hh_rlhf, read_summarize_from_feedback
 from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.feedback.world import World
@@ -38,6 +41,12 @@ class Inputs:
     comparisons: str = ""  # real comparisons ("" in the world: they are sampled and ranked)
 
 
+def write_shared(records, path: str) -> str:
+    """``write_jsonl`` on process 0; every process gets the path (the callers wait for the file
+    with ``parallel.sync`` before anyone reads it)."""
+    return write_jsonl(records, path) if jax.process_index() == 0 else path
+
+
 def world_inputs(config, world: World, workdir: str) -> Inputs:
     """Writes the world's files once (a file that exists is whole: writes are atomic)."""
     w, out = config.world, os.path.join(workdir, "inputs")
@@ -52,7 +61,7 @@ def world_inputs(config, world: World, workdir: str) -> Inputs:
         paths[name] = os.path.join(out, f"{name}.jsonl")
         records = make()  # also registers the world's tasks, written or not
         if not os.path.exists(paths[name]):
-            write_jsonl(records, paths[name])
+            write_shared(records, paths[name])
     return Inputs(**paths)
 
 
@@ -62,21 +71,22 @@ def real_inputs(config, workdir: str) -> Inputs:
     comparisons, _ = IMPORTERS[d.format](d.comparisons, config.rm.data.on_error)
     paths = dict(comparisons=os.path.join(out, "comparisons.jsonl"),
                  ppo_prompts=os.path.join(out, "prompts.jsonl"))
-    write_jsonl([dict(prompt=c.prompt, responses=list(c.responses), ranking=list(c.ranking),
-                      **{k: v for k, v in (("labeler_id", c.labeler_id), ("user_id", c.user_id))
-                         if v is not None}) for c in comparisons], paths["comparisons"])
-    write_jsonl([dict(prompt=c.prompt, **({"user_id": c.user_id} if c.user_id else {}))
-                 for c in comparisons], paths["ppo_prompts"])
+    write_shared([dict(prompt=c.prompt, responses=list(c.responses), ranking=list(c.ranking),
+                       **{k: v for k, v in (("labeler_id", c.labeler_id), ("user_id", c.user_id))
+                          if v is not None}) for c in comparisons], paths["comparisons"])
+    write_shared([dict(prompt=c.prompt, **({"user_id": c.user_id} if c.user_id else {}))
+                  for c in comparisons], paths["ppo_prompts"])
     demonstrations = d.demonstrations
     if not demonstrations:
-        demonstrations = write_jsonl(
+        demonstrations = write_shared(
             [dict(prompt=c.prompt, response=c.responses[c.ranking[0]],
                   **({"user_id": c.user_id} if c.user_id else {})) for c in comparisons],
             os.path.join(out, "demonstrations.jsonl"))
     pretraining = d.pretraining
     if not pretraining:
+        parallel.sync("demonstrations written")
         records, _ = read_jsonl(demonstrations, "demonstration")
-        pretraining = write_jsonl([dict(text=f"{r.prompt}\n{r.response}") for r in records],
-                                  os.path.join(out, "pretraining.jsonl"))
+        pretraining = write_shared([dict(text=f"{r.prompt}\n{r.response}") for r in records],
+                                   os.path.join(out, "pretraining.jsonl"))
     return Inputs(demonstrations=demonstrations, rm_prompts="", eval_prompts="",
                   pretraining=pretraining, **paths)

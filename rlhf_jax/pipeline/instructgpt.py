@@ -31,17 +31,19 @@ import os
 import time
 from typing import Callable, Iterator
 
+import jax
 import ml_collections
 import numpy as np
 
+from rlhf_jax import parallel
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.evaluation import evaluate, report
 from rlhf_jax.evaluation.models import Policy
 from rlhf_jax.feedback.labelers import heldout_labelers, pairwise_agreement, training_labelers
 from rlhf_jax.feedback.world import World
-from rlhf_jax.files import write_json, write_jsonl
+from rlhf_jax.files import write_json
 from rlhf_jax.pipeline import preemption
-from rlhf_jax.pipeline.inputs import Inputs, real_inputs, world_inputs
+from rlhf_jax.pipeline.inputs import Inputs, real_inputs, world_inputs, write_shared
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
 from rlhf_jax.pipeline.sft import run_sft
@@ -51,8 +53,8 @@ RESULT = "result.json"
 
 
 def once(workdir: str, name: str, run: Callable[[str], dict]) -> dict:
-    """``run(workdir/name)`` unless its ``result.json`` exists. The file, written last, holds the
-    result and the stage's ``wall_s``; the result alone is returned."""
+    """``run(workdir/name)`` unless its ``result.json`` exists. The file, written last (by process
+    0), holds the result and the stage's ``wall_s``; the result alone is returned."""
     directory = os.path.join(workdir, name)
     path = os.path.join(directory, RESULT)
     if not os.path.exists(path):
@@ -64,7 +66,11 @@ def once(workdir: str, name: str, run: Callable[[str], dict]) -> dict:
             result = run(directory)
         except preemption.Preempted as stopped:  # name the pipeline's stage, not the driver
             raise preemption.Preempted(stopped.signum, stopped.step, name) from None
-        write_json(path, dict(result, wall_s=time.perf_counter() - began))
+        if jax.process_index() == 0:
+            write_json(path, dict(result, wall_s=time.perf_counter() - began))
+    # Every process, whether it ran the stage or found it finished (a stage without collectives
+    # can finish on process 0 before another process looks): the file is there after this.
+    parallel.sync(f"finished {name}")
     with open(path) as f:
         result = json.load(f)
     result.pop("wall_s")
@@ -108,6 +114,7 @@ def stages(config, workdir: str) -> Iterator[tuple[str, dict]]:
     validate_pipeline(config)
     world = World(config.world.seed, config.world.users) if config.world.enabled else None
     inputs = world_inputs(config, world, workdir) if world else real_inputs(config, workdir)
+    parallel.sync("inputs written")
 
     def stage(name: str, run: Callable[[str], dict]) -> tuple[str, dict]:
         return name, once(workdir, name, run)
@@ -146,7 +153,7 @@ def stages(config, workdir: str) -> Iterator[tuple[str, dict]]:
                   reward_model=rm, runs=runs)
     results = once(workdir, "evaluation",
                    lambda d: evaluate.evaluate(config, world, inputs, models, workdir))
-    report.write(workdir, results)
+    parallel.on_process_zero("report written", lambda: report.write(workdir, results))
     yield "evaluation", results
 
 
@@ -176,8 +183,8 @@ def _comparisons(config, world: World | None, inputs: Inputs, sampler: str, earl
     all_path, path = os.path.join(directory, "all.jsonl"), os.path.join(directory, "comparisons.jsonl")
     if world is None:  # real data: the user's comparisons
         records = [json.loads(line) for line in open(inputs.comparisons)]
-        write_jsonl(records, path)
-        write_jsonl(records, all_path)
+        write_shared(records, path)
+        write_shared(records, all_path)
         return dict(comparisons=len(records), source=inputs.comparisons)
     c = config.comparisons
     prompts = [json.loads(l) for l in open(inputs.rm_prompts)]
@@ -191,8 +198,8 @@ def _comparisons(config, world: World | None, inputs: Inputs, sampler: str, earl
     empty = sum(len(s) for s in drawn) - sum(len(s) for s in kept)  # blank after decoding
     prompts, samples = zip(*[(p, s) for p, s in zip(prompts, kept) if len(s) >= 2])
     records = world.comparisons(prompts, samples, round_index)
-    write_jsonl(records, path)
-    write_jsonl([json.loads(line) for done in earlier for line in open(done)] + records, all_path)
+    write_shared(records, path)
+    write_shared([json.loads(line) for done in earlier for line in open(done)] + records, all_path)
     tasks = [world.task(p["prompt"]) for p in prompts]
     agreement_rng = np.random.default_rng([config.seed, round_index, 1])
     return dict(comparisons=len(records), dropped_blank_responses=empty, sampler=sampler,

@@ -45,8 +45,9 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
     """Runs ``state, metrics = step_fn(state, batch, rng)`` until ``config.steps``.
 
     ``abstract`` is the state's abstract sharded tree (the restore target);
-    ``stream`` a grain dataset of host batches; ``evaluate(state)`` returns
-    validation metrics. Metrics go to ``workdir/metrics.jsonl`` and TensorBoard;
+    ``stream`` a grain dataset of global host batches (the same on every
+    process); ``evaluate(state)`` returns validation metrics. Metrics go to
+    ``workdir/metrics.jsonl`` and TensorBoard;
     a non-finite metric stops the run with ``NonFiniteError``, after the
     checkpoints already started are safely on disk; a stop asked for by a signal
     raises ``preemption.Preempted`` once the current step is checkpointed. Returns
@@ -72,7 +73,7 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
             state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh, rules), rng)
             metrics = to_floats(metrics)  # waits for the step
             seconds = time.perf_counter() - began
-            units = count_units(host_batch) * jax.process_count()
+            units = count_units(host_batch)  # the global batch, on every process
             metrics.update(step_seconds=seconds, **{f"{config.throughput_unit}_per_s": units / seconds})
             log.write(step, "train", metrics)
             if evaluate is not None and (step == config.steps or

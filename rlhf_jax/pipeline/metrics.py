@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from rlhf_jax import parallel
 from rlhf_jax.errors import UserError
 from rlhf_jax.files import read_jsonl_lines, write_jsonl
 
@@ -47,7 +48,7 @@ def check_finite(step: int, split: str, metrics: Mapping[str, float]) -> None:
 
 def to_floats(metrics: Mapping) -> dict[str, float]:
     """Device scalars to Python floats (one transfer)."""
-    return {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
+    return {k: float(np.asarray(v)) for k, v in parallel.to_host(dict(metrics)).items()}
 
 
 class MetricsLog:

@@ -65,7 +65,6 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
     labelers); its means are logged with the validation metrics."""
     validate_stage(config)
     mesh, rules = stage.mesh_and_rules(config)
-    shard = (jax.process_index(), jax.process_count())
     settings = ppo_config(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         tokenizer = load_tokenizer_for(config)
@@ -115,19 +114,19 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
             return state, metrics
 
         encode = functools.partial(_encode_prompt, tokenizer, config.data)
-        batch = stage.local_batch(config)
+        batch = config.batch_size
         stream = record_stream(prompts["train"], "prompt", encode, batch_size=batch,
-                               seed=config.seed, shard=shard)
+                               seed=config.seed)
         if use_ptx:
             rows = batch * config.ptx.per_episode
             ptx = sft_stream(pretrain["train"], functools.partial(_encode_text, tokenizer,
                                                                   config.ptx.max_len),
                              batch_size=rows, row_len=config.ptx.max_len, seed=config.seed,
-                             shard=shard, kind="pretrain")
+                             kind="pretrain")
             stream = grain.experimental.ZipIterDataset([stream, ptx]).map(
                 lambda pair: dict(pair[0], ptx=pair[1]))
         evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
-                              tokenizer, mesh, rules, shard, judge)
+                              tokenizer, mesh, rules, judge)
         state = train(iteration, state, abstract, stream, jax.random.key(config.seed),
                       config=stage.loop_config(config, config.iterations, "episodes"),
                       workdir=workdir, mesh=mesh, rules=rules, evaluate=evaluate,
@@ -194,13 +193,13 @@ def _encode_text(tokenizer, max_len, record):
 
 
 def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pretrain, tokenizer,
-               mesh, rules, shard, judge: Optional[Judge]):
+               mesh, rules, judge: Optional[Judge]):
     """``evaluate(state)``: on the first ``config.eval_prompts`` validation prompts (whole
     batches), the rollout metrics of the policy (sampled with a fixed key) and the mean score of
     its EMA; with pretraining text, ``pretrain_loss`` of the policy on its validation split;
     with a ``judge``, its ratings of the policy's samples."""
-    batch = stage.local_batch(config)
-    records = split_records(prompts["validation"], "prompt", shard)[:config.eval_prompts]
+    batch = config.batch_size
+    records = split_records(prompts["validation"], "prompt")[:config.eval_prompts]
     if len(records) < batch:
         raise ValueError(f"{len(records)} validation prompts: need at least one batch ({batch})")
     encoded = [_encode_prompt(tokenizer, config.data, r) for r in records]
@@ -209,7 +208,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                for i in range(0, len(encoded) - batch + 1, batch)]
     pretrain_loss = None
     if pretrain is not None:
-        texts = split_records(pretrain["validation"], "pretrain", shard)
+        texts = split_records(pretrain["validation"], "pretrain")
         pretrain_loss = validation_loss(
             CausalLM(rollout.policy_config),
             [encode_text(tokenizer, r.text, config.ptx.max_len) for r in texts],
@@ -226,7 +225,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                                         state.kl_coef)
                 if judge is not None and not prefix:
                     m.update(judge([r.prompt for r in records[i * batch:(i + 1) * batch]],
-                                   decode_responses(tokenizer, *jax.device_get(
+                                   decode_responses(tokenizer, *parallel.to_host(
                                        (experience.response, experience.response_mask)))))
                 keys = ("score", "kl", "kl_exact_per_token", "entropy", "response_length",
                         *(k for k in m if k.startswith("judge/")))

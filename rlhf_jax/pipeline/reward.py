@@ -37,14 +37,13 @@ def run_reward(config, workdir: str) -> dict:
     """Trains, normalizes and saves the reward model; returns its final metrics."""
     validate_stage(config)
     mesh, rules = stage.mesh_and_rules(config)
-    shard = (jax.process_index(), jax.process_count())
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         tokenizer = load_tokenizer_for(config)
         sources, report = data.prepare("comparison", stage.data_config(config, workdir), workdir,
                                        tokenizer)
         stage.announce("rm", report)
         encode_one = functools.partial(_encode_comparison, tokenizer, config.data)
-        batch = stage.local_batch(config)
+        batch = config.batch_size
         steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
         model_config, pretrained = initial_weights(config, mesh, rules)
         model = ScalarHeadModel(model_config)
@@ -52,12 +51,12 @@ def run_reward(config, workdir: str) -> dict:
             model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32),
             None if pretrained is None else {"trunk": pretrained["trunk"]})
-        evaluate = ranking_accuracy(model, split_records(sources["validation"], "comparison", shard),
+        evaluate = ranking_accuracy(model, split_records(sources["validation"], "comparison"),
                                     encode_one, batch, mesh, rules)
         step = jax.jit(functools.partial(reward_step, model=model,
                                          microbatches=config.microbatches), donate_argnums=0)
         stream = record_stream(sources["train"], "comparison", encode_one, batch_size=batch,
-                                   seed=config.seed, shard=shard)
+                               seed=config.seed)
         state = train(step, state, abstract, stream, jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
                       mesh=mesh, rules=rules, evaluate=evaluate, count_units=_pairs)
@@ -110,7 +109,7 @@ def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size
     def evaluate(state) -> dict:
         total = None
         for b in batches:
-            out = jax.device_get(sums(state.params, b))
+            out = parallel.to_host(sums(state.params, b))
             total = out if total is None else jax.tree.map(np.add, total, out)
         mean = total["reward_sum"] / total["responses"]
         metrics = dict(loss=total["loss"] / max(total["prompts"], 1),
@@ -124,11 +123,11 @@ def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size
 
 
 def _demonstration_rows(config, workdir: str, tokenizer) -> dict:
-    """Prompt + response token rows (N, T) of this process's share of ``config.normalize``'s
-    demonstrations (at most ``max_records`` in all)."""
+    """Prompt + response token rows (N, T) of the first ``max_records`` of ``config.normalize``'s
+    demonstrations (all of them on every process: ``mean_reward`` cuts them into global batches)."""
     section = stage.data_config(config, workdir, "normalize")
     demos, _ = read_jsonl(section.path, "demonstration", on_error=section.on_error)
-    demos = demos[:section.max_records][jax.process_index()::jax.process_count()]
+    demos = demos[:section.max_records]
     tokens = np.full((len(demos), config.data.max_len), tokenizer.pad_token_id or 0, np.int32)
     mask = np.zeros_like(tokens)
     for row, example in enumerate(demonstration_examples(tokenizer, demos, config.data.max_len,
@@ -152,7 +151,7 @@ def mean_reward(model: ScalarHeadModel, rows: dict, batch_size: int, mesh, rules
     def mean(params) -> float:
         total = np.zeros(2)
         for b in batches:
-            total += np.asarray(jax.device_get(sums(params, b)))
+            total += np.asarray(parallel.to_host(sums(params, b)))
         return float(total[0] / max(total[1], 1))
 
     return mean

@@ -37,14 +37,13 @@ def run_sft(config, workdir: str) -> dict:
     """Trains, saves ``workdir/model``, returns the final validation metrics."""
     validate_stage(config)
     mesh, rules = stage.mesh_and_rules(config)
-    shard = (jax.process_index(), jax.process_count())
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         tokenizer = load_tokenizer_for(config)
         kind = config.data.kind
         sources, report = data.prepare(kind, stage.data_config(config, workdir), workdir,
                                        tokenizer)
         stage.announce(config.stage, report)
-        row_len, batch = config.data.max_len, stage.local_batch(config)
+        row_len, batch = config.data.max_len, config.batch_size
 
         if kind == "pretrain":
             example = lambda record: encode_text(tokenizer, record.text, row_len)
@@ -52,7 +51,7 @@ def run_sft(config, workdir: str) -> dict:
             example = lambda record: demonstration_examples(tokenizer, [record], row_len,
                                                             config.data.chat)[0]
         stream = functools.partial(sft_stream, sources["train"], example, batch_size=batch,
-                                   row_len=row_len, seed=config.seed, shard=shard, kind=kind)
+                                   row_len=row_len, seed=config.seed, kind=kind)
         steps = config.steps or config.epochs * sum(1 for _ in stream(epochs=1))
         model_config, pretrained = initial_weights(config, mesh, rules)
         model = CausalLM(model_config)
@@ -60,7 +59,7 @@ def run_sft(config, workdir: str) -> dict:
             model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
         loss_of = validation_loss(
-            model, [example(r) for r in split_records(sources["validation"], kind, shard)],
+            model, [example(r) for r in split_records(sources["validation"], kind)],
             row_len, batch, mesh, rules)
         evaluate = lambda state: loss_of(state.params)
         step = jax.jit(functools.partial(sft_step, model=model, microbatches=config.microbatches),
@@ -83,7 +82,7 @@ def validation_loss(model: CausalLM, examples, row_len: int, batch_size: int, me
     def evaluate(params) -> dict:
         sums = np.zeros(2)
         for b in batches:
-            sums += np.asarray(jax.device_get(terms(params, b)), np.float64)
+            sums += np.asarray(parallel.to_host(terms(params, b)), np.float64)
         loss = sums[0] / max(sums[1], 1.0)
         return dict(loss=loss, perplexity=float(np.exp(loss)), tokens=sums[1])
 

@@ -20,16 +20,16 @@ from rlhf_jax.train.optim import OptimizerConfig
 
 
 def mesh_and_rules(config):
-    """The mesh over all devices, or over the first ``config.mesh.devices`` (one process)."""
-    devices = jax.devices()[:config.mesh.devices] if config.mesh.devices else None
+    """The mesh over all devices, or over the first ``config.mesh.devices`` (one process only:
+    on several, a mesh must hold devices of every process)."""
+    devices = None
+    if config.mesh.devices:
+        if jax.process_count() > 1:
+            raise ValueError(f"config.mesh.devices={config.mesh.devices}: a run on "
+                             f"{jax.process_count()} processes uses every device (set it to 0)")
+        devices = jax.devices()[:config.mesh.devices]
     mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
     return mesh, parallel.get_rules(config.mesh.rules)
-
-
-def local_batch(config) -> int:
-    """This process's rows of the global ``config.batch_size`` (which ``validate_stage`` checked
-    splits evenly)."""
-    return config.batch_size // jax.process_count()
 
 
 def optimizer_config(config, steps: int) -> OptimizerConfig:
@@ -43,14 +43,18 @@ def loop_config(config, steps: int, unit: str) -> LoopConfig:
 
 def data_config(config, workdir: str, section: str = "data") -> ml_collections.ConfigDict:
     """``config[section]``, with ``path`` pointing at generated toy records when ``toy_records``
-    is set (written once to ``workdir/toy/``)."""
+    is set (written once to ``workdir/toy/``, by process 0)."""
     section_config = ml_collections.ConfigDict(config[section].to_dict())
     if section_config.toy_records:
         kind = section_config.kind
         path = os.path.join(workdir, "toy", f"{kind}s.jsonl")
-        if not os.path.exists(path) and jax.process_index() == 0:
-            write_jsonl(toy.GENERATORS[kind](section_config.toy_records, seed=config.seed),
+
+        def write():
+            if not os.path.exists(path):
+                write_jsonl(toy.GENERATORS[kind](section_config.toy_records, seed=config.seed),
                             path)
+
+        parallel.on_process_zero(f"toy {section} records", write)
         section_config.path = path
     return section_config
 

@@ -27,7 +27,16 @@ def reward_loss_terms(model: ScalarHeadModel, params, batch: dict, rng: jax.Arra
     ``rank`` (B, K) (0 = best) and ``valid`` (B, K) (false on padding responses).
     Metric sums: correct and total pairs, and reward sum and sum of squares over
     valid responses.
+
+    The loss depends on differences of rewards only, so its gradient with
+    respect to the head's bias is zero up to rounding; Adam divides a gradient
+    by its own scale and would turn that rounding into steps of a sizeable share
+    of the learning rate, a random walk of the rewards' level that changes with
+    the order of a sum (one process or several, one mesh or another). The bias
+    gets no gradient here: it stays put until ``center_reward`` sets it.
     """
+    head = dict(params["head"], bias=jax.lax.stop_gradient(params["head"]["bias"]))
+    params = dict(params, head=head)
     rewards = score_responses(model, params, batch["tokens"], batch["mask"], rng)
     loss_sum, count, metrics = kwise_ranking_loss(rewards, batch["rank"], batch["valid"])
     valid = batch["valid"].astype(jnp.float32)

@@ -91,17 +91,14 @@ def test_streams_are_deterministic_and_resume_from_a_saved_state(kind):
     assert any(not np.array_equal(a[key], b[key]) for a, b in zip(straight, other))
 
 
-def test_record_stream_and_process_shards():
+def test_record_stream_batches_every_record_once_an_epoch():
+    """The global stream: every process reads all of it (the devices take their rows later)."""
     source = comparison_source(10)
     encode_one = lambda c: dict(index=np.int32(int(c.prompt[1:])), rank=np.array(c.ranking))
-    seen = []
-    for process in range(2):
-        it = iter(loaders.record_stream(source, "comparison", encode_one, batch_size=5, seed=0,
-                                            shard=(process, 2)))
-        batch = next(it)
-        assert batch["rank"].shape == (5, 2)
-        seen.append(set(batch["index"].tolist()))
-    assert seen[0] == {0, 2, 4, 6, 8} and seen[1] == {1, 3, 5, 7, 9}
+    it = iter(loaders.record_stream(source, "comparison", encode_one, batch_size=5, seed=0))
+    epoch = [next(it) for _ in range(2)]
+    assert epoch[0]["rank"].shape == (5, 2)
+    assert sorted(np.concatenate([b["index"] for b in epoch]).tolist()) == list(range(10))
 
 
 def test_padded_batches_pad_the_last_batch_with_zero_rows():

@@ -1,21 +1,17 @@
 """One process of the two-process test: 4 local CPU devices, one 8-device mesh, one forward pass.
 
-Usage: python -m tests.parallel.multihost_worker PORT PROCESS_ID OUT.npy
+Usage: python -m tests.parallel.multihost_worker PORT PROCESS_ID OUT.npy, started by
+``tests.parallel.processes.start`` (which gives it 4 CPU devices).
 """
 
-import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-os.environ["JAX_PLATFORMS"] = "cpu"
+import flax.linen as nn
+import jax
+import numpy as np
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.experimental import multihost_utils  # noqa: E402
-
-from rlhf_jax import parallel  # noqa: E402
-from tests.parallel.multihost_reference import MESH, RULES, inputs, model  # noqa: E402
+from rlhf_jax import parallel
+from tests.parallel.multihost_reference import MESH, RULES, inputs, model
 
 
 def main(port: str, process_id: str, out: str) -> None:
@@ -23,14 +19,13 @@ def main(port: str, process_id: str, out: str) -> None:
     assert jax.device_count() == 8 and jax.local_device_count() == 4
     mesh = parallel.make_mesh(*MESH)
     rules = parallel.get_rules(RULES)
-    ids, mask = inputs()
-    rows = slice(4 * jax.process_index(), 4 * (jax.process_index() + 1))  # this host's rows
+    ids, mask = inputs()  # the global batch: each process's devices take their rows of it
     params, _ = parallel.init_params(model(), mesh, rules, jax.random.key(0), ids[:1])
-    batch = parallel.shard_batch({"ids": ids[rows], "mask": mask[rows]}, mesh, rules)
+    batch = parallel.shard_batch({"ids": ids, "mask": mask}, mesh, rules)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         logits = jax.jit(model().apply)({"params": params}, batch["ids"],
                                         attention_mask=batch["mask"])
-    logits = multihost_utils.process_allgather(logits, tiled=True)
+    logits = parallel.to_host(logits)
     if jax.process_index() == 0:
         np.save(out, np.asarray(logits))
     jax.distributed.shutdown()
