@@ -15,6 +15,7 @@ from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.scalar_model import save_scalar_model
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.errors import ConfigError
 from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
 from rlhf_jax.pipeline.metrics import read_metrics
 from tests.pipeline.test_stages import interrupt_at
@@ -98,9 +99,16 @@ def test_one_iteration_is_the_same_on_a_2x2x2_mesh(checkpoints, tmp_path):
 def test_missing_reward_and_pretraining_text_are_named(checkpoints, tmp_path):
     config = tiny(checkpoints)
     config.reward.path = ""
-    with pytest.raises(ValueError, match="config.value_init='reward' needs config.reward.path"):
+    with pytest.raises(ConfigError, match=r"config.reward.path='': is empty: give the reward "
+                                          r"model directory"):
+        run(config, str(tmp_path / "a"))
+    config.reward.token_count = 3
+    with pytest.raises(ConfigError, match=r"config.reward.path='': is empty, but "
+                                          r"value_init='reward' copies the reward model"):
         run(config, str(tmp_path / "a"))
     config = tiny(checkpoints)
     config.ptx.toy_records = 0
-    with pytest.raises(ValueError, match="ptx_coef > 0 needs pretraining text"):
+    with pytest.raises(ConfigError, match=r"config.ptx.path='': is empty: give a JSON Lines file "
+                                          r"of pretrain records"):
         run(config, str(tmp_path / "b"))
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
