@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from rlhf_jax import parallel
+from rlhf_jax.errors import ConfigError
 from rlhf_jax.feedback import toy
 from rlhf_jax.files import write_jsonl
 from rlhf_jax.pipeline.loop import LoopConfig
@@ -33,6 +34,10 @@ def mesh_and_rules(config):
 
 
 def optimizer_config(config, steps: int) -> OptimizerConfig:
+    """The optimizer of a run of ``steps`` updates (from ``config.steps`` or the epochs)."""
+    if steps <= config.optimizer.warmup_steps:
+        raise ConfigError(f"config.optimizer.warmup_steps={config.optimizer.warmup_steps}: must be "
+                          f"fewer than the run's {steps} steps")
     return OptimizerConfig(total_steps=steps, **config.optimizer.to_dict())
 
 

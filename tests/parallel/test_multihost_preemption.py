@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 SFT = ["-m", "experiments.train", "--config=configs/sft.py:tiny,records=150", "--config.steps=10",
        "--config.data.max_len=128", "--config.mesh.devices=0", "--config.save_every=4",
-       "--config.eval_every=5"]
+       "--config.eval_every=5", "--config.optimizer.warmup_steps=0"]
 TIMING = re.compile(r"(_s|_per_s|_seconds)$")
 
 
