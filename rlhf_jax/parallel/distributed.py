@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 
+from rlhf_jax.errors import ConfigError
+
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                process_id: Optional[int] = None,
@@ -61,7 +63,7 @@ def _int(value: Optional[int], variable: str) -> Optional[int]:
     try:
         return int(os.environ[variable])
     except ValueError:
-        raise ValueError(f"{variable}={os.environ[variable]!r} is not an integer") from None
+        raise ConfigError(f"{variable}={os.environ[variable]!r}: must be an integer") from None
 
 
 def sync(name: str) -> None:
