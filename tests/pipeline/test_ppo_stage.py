@@ -98,9 +98,9 @@ def test_one_iteration_is_the_same_on_a_2x2x2_mesh(checkpoints, tmp_path):
 def test_missing_reward_and_pretraining_text_are_named(checkpoints, tmp_path):
     config = tiny(checkpoints)
     config.reward.path = ""
-    with pytest.raises(ValueError, match="config.value_init='reward' needs config.reward.path"):
+    with pytest.raises(ValueError, match="config.reward.path='': is empty"):
         run(config, str(tmp_path / "a"))
     config = tiny(checkpoints)
     config.ptx.toy_records = 0
-    with pytest.raises(ValueError, match="ptx_coef > 0 needs pretraining text"):
+    with pytest.raises(ValueError, match="config.ptx.path='': is empty"):
         run(config, str(tmp_path / "b"))
