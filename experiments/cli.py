@@ -49,7 +49,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         rest = FLAGS(argv)
     except flags.Error as e:  # a bad value, a missing flag, get_config's own ValueError
-        fail(f"{str(e).split(': ')[0]}: {_last_line(e)}")
+        flag, line = str(e).split(": ")[0], _last_line(e)
+        fail(line if line.startswith(flag) else f"{flag}: {line}")
     except AttributeError as e:  # ml_collections: an override of a field the config lacks
         field = str(e).strip("\"'")
         given = [a for a in argv if re.match(rf"--\w+(\.\w+)*\.{re.escape(field)}(=|$)", a)]

@@ -32,15 +32,16 @@ FLAGS = flags.FLAGS
 def run(model: str, prompts: list[str], sampling: dict, dtype: str = "float32", chat: bool = True,
         seed: int = 0) -> list[str]:
     """The decoded answers, one per prompt."""
-    config, params = load_pretrained(model, dtype=dtype)
     tokenizer = load_tokenizer(model)
+    settings = SamplingConfig.for_tokenizer(tokenizer, **sampling)  # checked before the weights load
+    config, params = load_pretrained(model, dtype=dtype)
     tokenizer.padding_side = "left"
     if chat and tokenizer.chat_template:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                  add_generation_prompt=True) for p in prompts]
     batch = tokenizer(prompts, padding=True, return_tensors="np", add_special_tokens=not chat)
     samples = generate(config, params, batch["input_ids"], batch["attention_mask"],
-                       jax.random.key(seed), SamplingConfig.for_tokenizer(tokenizer, **sampling))
+                       jax.random.key(seed), settings)
     lengths = np.asarray(samples.response_mask).sum(axis=1)
     return [tokenizer.decode(tokens[:n], skip_special_tokens=True)
             for tokens, n in zip(np.asarray(samples.response), lengths)]

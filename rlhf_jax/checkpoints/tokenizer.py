@@ -38,7 +38,11 @@ def load_tokenizer(path: str):
         raise MissingFileError(f"{path}: no such file or directory")
     if path.endswith(".gguf"):
         return gguf_tokenizer(path)
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:  # no tokenizer files, or files transformers cannot read
+        raise CheckpointError(f"{path}: no tokenizer could be loaded from it "
+                              f"({' '.join(str(e).split())[:300]})") from None
 
 
 def gguf_tokenizer(path: str) -> PreTrainedTokenizerFast:

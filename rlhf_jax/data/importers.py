@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from rlhf_jax.data.records import Comparison, Line, parse_lines
+from rlhf_jax.data.records import Comparison, Line, parse_file
 
 ASSISTANT = "\n\nAssistant:"
 
@@ -50,11 +50,9 @@ def _summarize_from_feedback(line: Line) -> Comparison:
 
 def read_hh_rlhf(path: str, on_error: str = "raise"):
     """HH-RLHF JSON lines → ``(comparisons with K = 2, ReadReport)``."""
-    with open(path, encoding="utf-8") as f:
-        return parse_lines(f, _hh_rlhf, path, on_error)
+    return parse_file(path, _hh_rlhf, on_error)
 
 
 def read_summarize_from_feedback(path: str, on_error: str = "raise"):
     """summarize-from-feedback comparison JSON lines → ``(comparisons, ReadReport)``."""
-    with open(path, encoding="utf-8") as f:
-        return parse_lines(f, _summarize_from_feedback, path, on_error)
+    return parse_file(path, _summarize_from_feedback, on_error)

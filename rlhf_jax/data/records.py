@@ -9,16 +9,18 @@ One JSON object per line:
 * prompt ``{"prompt", "user_id"?, "category"?}``
 * pretraining text ``{"text"}``
 
-A bad line raises ``RecordError`` naming the file, the line and the field, or,
-with ``on_error="skip"``, is skipped and counted in the returned ``ReadReport``.
-Nothing is dropped silently.
+A bad line (malformed JSON, bytes that are not UTF-8, a field that does not fit)
+raises ``RecordError`` naming the file, the line and the field, or, with
+``on_error="skip"``, is skipped and counted in the returned ``ReadReport``.
+Nothing is dropped silently, and a file without a single record is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from rlhf_jax.errors import RecordError
 
@@ -104,7 +106,7 @@ def _demonstration(line: Line) -> Demonstration:
                          line.text("category", optional=True))
 
 
-def _comparison(line: Line) -> Comparison:
+def _comparison(line: Line, k_max: int = MAX_K) -> Comparison:
     prompt = line.text("prompt")
     if "responses" not in line.obj and ("chosen" in line.obj or "rejected" in line.obj):
         responses = (line.text("chosen"), line.text("rejected"))
@@ -115,8 +117,9 @@ def _comparison(line: Line) -> Comparison:
         line.fail("responses", "missing")
     if not isinstance(responses, list):
         line.fail("responses", f"expected a list of strings, got {type(responses).__name__}")
-    if not MIN_K <= len(responses) <= MAX_K:
-        line.fail("responses", f"K={len(responses)} responses, expected {MIN_K} to {MAX_K}")
+    if not MIN_K <= len(responses) <= k_max:
+        line.fail("responses", f"K={len(responses)} responses, expected {MIN_K} to {k_max}" +
+                  ("" if k_max == MAX_K else f" (k_max={k_max})"))
     for i, r in enumerate(responses):
         if not isinstance(r, str):
             line.fail(f"responses[{i}]", f"expected a string, got {type(r).__name__}")
@@ -147,33 +150,44 @@ PARSERS: dict[str, Callable[[Line], Any]] = {
     "pretrain": _pretrain}
 
 
-def parse_lines(lines: Iterator[str], parse: Callable[["Line"], Any], source: str,
-                on_error: str = "raise"):
-    """Parses JSON lines with ``parse``; returns ``(records, ReadReport)``."""
+def parse_file(path: str, parse: Callable[["Line"], Any], on_error: str = "raise"):
+    """Parses a file of JSON lines with ``parse``; returns ``(records, ReadReport)``."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     records, report = [], ReadReport()
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        where = f"{source}:{number}"
-        try:
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{number}"
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            records.append(parse(Line(obj, where)))
-        except RecordError as e:
-            if on_error == "raise":
-                raise
-            report.skipped.append(str(e))
+                records.append(parse(Line(_json(raw, where), where)))
+            except RecordError as e:
+                if on_error == "raise":
+                    raise
+                report.skipped.append(str(e))
+    if not records:
+        raise RecordError(f"{path}: no records: " + (
+            f"on_error='skip' skipped all {len(report.skipped)} lines; the first: "
+            f"{report.skipped[0]}" if report.skipped else "the file is empty"))
     report.kept = len(records)
     return records, report
 
 
-def read_jsonl(path: str, kind: str, on_error: str = "raise"):
-    """Reads a JSON Lines file of ``kind`` records; returns ``(records, ReadReport)``."""
+def _json(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                          f"{e.start + 1})") from None
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def read_jsonl(path: str, kind: str, on_error: str = "raise", k_max: int = MAX_K):
+    """Reads a JSON Lines file of ``kind`` records (comparisons of at most ``k_max`` responses);
+    returns ``(records, ReadReport)``."""
     if kind not in PARSERS:
         raise ValueError(f"unknown record kind {kind!r}; choose one of {sorted(PARSERS)}")
-    with open(path, encoding="utf-8") as f:
-        return parse_lines(f, PARSERS[kind], path, on_error)
+    parse = functools.partial(_comparison, k_max=k_max) if kind == "comparison" else PARSERS[kind]
+    return parse_file(path, parse, on_error)

@@ -2,13 +2,16 @@
 
 ``prepare(kind, config, workdir, tokenizer)`` runs once per workdir: it reads
 ``config.path`` (every bad line raises ``RecordError`` naming file, line and
-field, or with ``config.on_error='skip'`` is skipped and counted), drops prompts
+field, or with ``config.on_error='skip'`` is skipped and counted; comparisons may
+hold at most ``config.k_max`` responses), drops prompts
 over ``config.max_prompt_tokens`` tokens, drops prompts that contain another
 prompt, caps records per user at ``config.max_per_user`` (these three skipped
 for pretraining text, where each text is its own user), splits by user into
 train / validation / test (``config.split_fractions``), writes the splits with
 the TFDS builder of ``kind`` under ``workdir/data`` and the counts of every step
-to ``workdir/data/<kind>_report.json``, last and atomically. A later run with the same
+to ``workdir/data/<kind>_report.json``, last and atomically. A file left without
+records by these steps, or without a training or validation split, is a
+``UserError`` naming the file and what removed the records. A later run with the same
 workdir reuses the prepared splits as they are; one killed before the report was
 written starts the preparation over.
 """
@@ -20,7 +23,8 @@ import os
 
 from rlhf_jax import parallel
 from rlhf_jax.data import datasets, prompt_filters
-from rlhf_jax.data.records import read_jsonl
+from rlhf_jax.data.records import MAX_K, read_jsonl
+from rlhf_jax.errors import UserError
 from rlhf_jax.files import write_json
 
 SPLITS = ("train", "validation", "test")
@@ -43,7 +47,8 @@ def prepare(kind: str, config, workdir: str, tokenizer) -> tuple[dict, dict]:
 
 
 def _write(kind: str, config, data_dir: str, tokenizer) -> dict:
-    records, read = read_jsonl(config.path, kind, on_error=config.on_error)
+    records, read = read_jsonl(config.path, kind, on_error=config.on_error,
+                               k_max=config.get("k_max", MAX_K))
     report = dict(source=os.path.abspath(config.path), read=read.kept + len(read.skipped),
                   skipped_invalid=len(read.skipped), skipped_lines=read.skipped[:20])
     if kind != "pretrain":  # the prompt hygiene concerns prompts only
@@ -53,11 +58,19 @@ def _write(kind: str, config, data_dir: str, tokenizer) -> dict:
         records, report["dropped_containing_prompts"] = prompt_filters.drop_containing(records)
         records, report["dropped_over_user_cap"] = prompt_filters.cap_per_user(
             records, config.max_per_user)
+        if not records:
+            raise UserError(
+                f"0 {kind}s left after prompt hygiene: {config.path}: of {read.kept} valid "
+                f"records, {report['dropped_long_prompts']} longer than max_prompt_tokens="
+                f"{config.max_prompt_tokens}, {report['dropped_containing_prompts']} containing "
+                f"another prompt, {report['dropped_over_user_cap']} over max_per_user="
+                f"{config.max_per_user}")
     splits = prompt_filters.split_by_user(records, tuple(config.split_fractions), config.split_seed)
     for name, split in zip(SPLITS, splits):
         if name != "test" and not split:
-            raise ValueError(f"{config.path}: the {name} split is empty after filtering "
-                             f"({len(records)} records kept); add data or change split_fractions")
+            raise UserError(f"{config.path}: the {name} split is empty: {len(records)} records "
+                            f"kept, split by user as split_fractions="
+                            f"{tuple(config.split_fractions)}; add data or change split_fractions")
     report.update({f"{name}_records": len(split) for name, split in zip(SPLITS, splits)})
     datasets.write_records(kind, dict(zip(SPLITS, splits)), data_dir)
     return report

@@ -34,6 +34,7 @@ from rlhf_jax.checkpoints.scalar_model import load_scalar_model, save_scalar_mod
 from rlhf_jax.data.loaders import record_stream, sft_stream, split_records
 from rlhf_jax.data.tokenize import (decode_responses, encode_prompt, encode_text, left_pad,
                                     stop_tokens)
+from rlhf_jax.errors import UserError
 from rlhf_jax.models import CausalLM, ScalarHeadModel
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
@@ -201,7 +202,9 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
     batch = config.batch_size
     records = split_records(prompts["validation"], "prompt")[:config.eval_prompts]
     if len(records) < batch:
-        raise ValueError(f"{len(records)} validation prompts: need at least one batch ({batch})")
+        raise UserError(f"{len(records)} validation prompts, fewer than one batch (batch_size="
+                        f"{config.batch_size}): add prompts to data.path or raise "
+                        "data.split_fractions[1]")
     encoded = [_encode_prompt(tokenizer, config.data, r) for r in records]
     batches = [parallel.shard_batch({k: np.stack([e[k] for e in encoded[i:i + batch]])
                                      for k in encoded[0]}, mesh, rules)

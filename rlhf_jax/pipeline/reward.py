@@ -42,6 +42,7 @@ def run_reward(config, workdir: str) -> dict:
         sources, report = data.prepare("comparison", stage.data_config(config, workdir), workdir,
                                        tokenizer)
         stage.announce("rm", report)
+        demonstrations = _demonstration_rows(config, workdir, tokenizer)  # a bad file fails now
         encode_one = functools.partial(_encode_comparison, tokenizer, config.data)
         batch = config.batch_size
         steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
@@ -60,8 +61,7 @@ def run_reward(config, workdir: str) -> dict:
         state = train(step, state, abstract, stream, jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
                       mesh=mesh, rules=rules, evaluate=evaluate, count_units=_pairs)
-        demonstration_mean = mean_reward(model, _demonstration_rows(config, workdir, tokenizer),
-                                         batch, mesh, rules)
+        demonstration_mean = mean_reward(model, demonstrations, batch, mesh, rules)
         offset = demonstration_mean(state.params)
         params = center_reward(state.params, offset)
         result = dict(validation=evaluate(state), demonstration_offset=offset,

@@ -5,7 +5,8 @@
 ``tiny``) with the byte-level tokenizer, or a Hugging Face directory or
 ``.gguf`` file (the architecture and tokenizer are then the checkpoint's; only
 ``dtype``, ``param_dtype``, ``dropout_rate`` and ``remat_policy`` of
-``config.model`` apply).
+``config.model`` apply). A model whose vocabulary is smaller than its tokenizer's
+could not embed every token id: ``load_tokenizer_for`` refuses it.
 """
 
 from __future__ import annotations
@@ -19,15 +20,25 @@ from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 
 from rlhf_jax import parallel
-from rlhf_jax.checkpoints import load_pretrained, load_tokenizer
+from rlhf_jax.checkpoints import load_pretrained, load_tokenizer, read_model_config
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
+from rlhf_jax.errors import CheckpointError, ConfigError
 from rlhf_jax.models import ModelConfig
 
 RUNTIME_FIELDS = ("dtype", "param_dtype", "dropout_rate", "remat_policy")
 
 
 def load_tokenizer_for(config):
-    return load_tokenizer(config.init) if config.init else byte_tokenizer()
+    """The tokenizer of ``config.init``, or the byte tokenizer for random weights of
+    ``config.model``, checked against the model's vocabulary."""
+    tokenizer = load_tokenizer(config.init) if config.init else byte_tokenizer()
+    vocab = read_model_config(config.init).vocab_size if config.init else config.model.vocab_size
+    if vocab < len(tokenizer):
+        error, key = ((CheckpointError, f"{config.init}: vocab_size") if config.init else
+                      (ConfigError, "config.model.vocab_size"))
+        raise error(f"{key}={vocab} is smaller than the tokenizer's {len(tokenizer)} tokens: "
+                    "the model cannot embed every token id")
+    return tokenizer
 
 
 def initial_weights(config, mesh: Mesh, rules) -> tuple[ModelConfig, Optional[dict]]:

@@ -25,6 +25,7 @@ import jax
 
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints import read_model_config
+from rlhf_jax.checkpoints.scalar_model import CONFIG_FILE
 from rlhf_jax.data.records import MAX_K, MIN_K
 from rlhf_jax.errors import ConfigError, MissingFileError
 from rlhf_jax.models import ModelConfig
@@ -161,7 +162,7 @@ def _common(c: Section, paths: bool) -> None:
     c.non_negative("seed")
     if paths:
         c.path("init")
-    c.build(lambda: ModelConfig.from_dict(c.value("model")))
+    c["model"].build(lambda: ModelConfig.from_dict(c.value("model")))
     _mesh(c["mesh"])
     c.positive("batch_size", "save_every", "keep_checkpoints")
     c.non_negative("eval_every")
@@ -229,6 +230,9 @@ def _ppo(c: Section, paths: bool, context: int) -> None:
     reward.need("token_count", lambda v: v >= -1, "must be -1 (use reward.path) or a token id")
     if paths:
         reward.path("path")
+        reward.need("path", lambda v: not v or os.path.isfile(os.path.join(v, CONFIG_FILE)),
+                    f"has no {CONFIG_FILE}: not a reward model directory as the RM stage saves "
+                    "it (RM_WORKDIR/reward_model)")
         if config.reward.token_count < 0:
             reward.need("path", bool, "is empty: give the reward model directory "
                         "(RM_WORKDIR/reward_model) or a toy reward.token_count >= 0")

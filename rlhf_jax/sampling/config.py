@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from rlhf_jax.errors import ConfigError
+
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
@@ -30,7 +32,7 @@ class SamplingConfig:
     def __post_init__(self):
         def need(ok: bool, field: str, why: str):
             if not ok:
-                raise ValueError(f"SamplingConfig.{field}={getattr(self, field)!r}: {why}")
+                raise ConfigError(f"SamplingConfig.{field}={getattr(self, field)!r}: {why}")
 
         need(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         need(self.temperature >= 0, "temperature", "must be >= 0 (0 is greedy)")
