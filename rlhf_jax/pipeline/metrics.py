@@ -22,6 +22,7 @@ from tensorboardX import SummaryWriter
 from rlhf_jax import parallel
 from rlhf_jax.errors import UserError
 from rlhf_jax.files import read_jsonl_lines, write_jsonl
+from rlhf_jax.train.rollout import NONFINITE
 
 
 class NonFiniteError(UserError, FloatingPointError):
@@ -31,8 +32,8 @@ class NonFiniteError(UserError, FloatingPointError):
 def check_finite(step: int, split: str, metrics: Mapping[str, float]) -> None:
     """Raises ``NonFiniteError`` naming the step and the metric; where the metrics count rows
     holding non-finite values (``nonfinite/<quantity>`` of ``episodes``), names those first."""
-    rows = {k.split("/", 1)[1]: int(v) for k, v in metrics.items()
-            if k.startswith("nonfinite/") and v}
+    rows = {q: int(metrics[f"nonfinite/{q}"]) for q in NONFINITE
+            if metrics.get(f"nonfinite/{q}")}
     if rows:
         counts = ", ".join(f"{quantity} in {n} of {int(metrics['episodes'])} rows"
                            for quantity, n in rows.items())

@@ -220,6 +220,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
 
     def evaluate(state) -> dict:
         sums: dict = {}
+        counts: dict = {}  # rows with non-finite values, and rows in all (episodes)
         ema_params = dict(state.train.params, policy=state.ema)
         for i, b in enumerate(batches):
             for prefix, params in (("", state.train.params), ("ema/", ema_params)):
@@ -234,6 +235,10 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                         *(k for k in m if k.startswith("judge/")))
                 for k in keys if not prefix else ("score", "kl"):
                     sums[prefix + k] = sums.get(prefix + k, 0.0) + float(m[k]) / len(batches)
+                for k in (k for k in m if k.startswith("nonfinite/") or k == "episodes"):
+                    counts[k] = counts.get(k, 0.0) + float(m[k])
+        if any(v for k, v in counts.items() if k != "episodes"):  # check_finite names them
+            sums.update(counts)
         if pretrain_loss is not None:
             sums["pretrain_loss"] = pretrain_loss(state.train.params["policy"])["loss"]
         return sums

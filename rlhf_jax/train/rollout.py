@@ -28,6 +28,8 @@ from rlhf_jax.sampling.generate import Samples
 from rlhf_jax.train.actor_critic import ActorCritic, token_logprobs
 from rlhf_jax.train.ppo_config import PPOConfig
 
+# The quantities whose non-finite rows score_samples counts, causes before consequences.
+NONFINITE = ("score", "logprob", "ref_logprob", "value", "advantage")
 # reward_fn(reward_params, samples) -> scores (B,), before the missing-stop penalty.
 RewardFn = Callable[[Any, Samples], jax.Array]
 
@@ -105,9 +107,8 @@ def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: 
         # How far the sampler's log-probs are from the training forward pass (precision only).
         sampler_logprob_gap=jnp.max(jnp.abs(samples.raw_logprobs - logprobs) * mask),
         episodes=jnp.float32(mask.shape[0]),
-        **{f"nonfinite/{name}": nonfinite_rows(x, mask) for name, x in (
-            ("score", raw_scores[:, None]), ("logprob", logprobs), ("ref_logprob", ref_logprobs),
-            ("value", values), ("advantage", advantages))})
+        **{f"nonfinite/{name}": nonfinite_rows(x, mask) for name, x in zip(NONFINITE, (
+            raw_scores[:, None], logprobs, ref_logprobs, values, advantages))})
     return experience, metrics
 
 
