@@ -1,7 +1,9 @@
 """Entry points run as ``python -m <module> ARGS`` runs them, in this process or in a new one.
 
 ``invoke(module, argv)`` runs ``cli.run(module.main)`` in this process and returns ``(exit
-status, stderr)``: a process saves the ~5 s of imports per run. absl's flags are global, so the
+status, stderr)``: one process for many runs saves the ~5 s of imports per run. Tests call it
+through ``invoke_all``, in a process of its own: a test process may hold another entry point's
+flags. absl's flags are global, so the
 flags are reset before each run, and a process holds one entry module: those of
 ``experiments.train`` and ``experiments.instructgpt`` (both define ``--config``) cannot be
 imported together, and ``experiments.generate``'s required flags would fail any other's parse.

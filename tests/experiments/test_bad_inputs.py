@@ -29,7 +29,7 @@ from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.scalar_model import CONFIG_FILE, save_scalar_model
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
-from tests.experiments.entry import invoke, invoke_all, run
+from tests.experiments.entry import invoke_all, run
 
 SFT = ["--config=configs/sft.py:tiny", "--config.mesh.devices=1"]
 PRETRAIN = [*SFT, "--config.stage=pretrain", "--config.data.kind=pretrain"]
@@ -353,21 +353,13 @@ def assert_untouched(workdir: str, before: dict[str, bytes]) -> None:
     assert {name: after.get(name) for name in before} == before
 
 
-@pytest.mark.parametrize("case", sorted(TRAIN))
-def test_train(case, bad, tmp_path):
-    workdir = str(tmp_path / "run")
-    before = earlier_run(workdir)
-    status, stderr = invoke("experiments.train", arguments("experiments.train", case, bad, workdir))
-    assert_user_error(status, stderr, fill(TRAIN[case][1], bad, workdir))
-    assert_untouched(workdir, before)
-
-
 @pytest.fixture(scope="module")
 def batches(bad, tmp_path_factory) -> dict:
-    """``{(module, case): (status, stderr, workdir, its snapshot before)}`` of the instructgpt
-    and generate cases, each entry point's in one process."""
+    """``{(module, case): (status, stderr, workdir, its snapshot before)}`` of every case, each
+    entry point's in one process of its own (never this one: a test process may hold another
+    entry point's flags)."""
     results = {}
-    for module in ("experiments.instructgpt", "experiments.generate"):
+    for module in CASES:
         cases = sorted(CASES[module])
         workdirs = [str(tmp_path_factory.mktemp(case)) for case in cases]
         befores = [earlier_run(w) for w in workdirs]
@@ -378,9 +370,7 @@ def batches(bad, tmp_path_factory) -> dict:
     return results
 
 
-@pytest.mark.parametrize("module, case", [(m, c) for m in ("experiments.instructgpt",
-                                                            "experiments.generate")
-                                          for c in sorted(CASES[m])])
+@pytest.mark.parametrize("module, case", [(m, c) for m in CASES for c in sorted(CASES[m])])
 def test_in_one_process(module, case, bad, batches):
     status, stderr, workdir, before = batches[module, case]
     assert_user_error(status, stderr, fill(CASES[module][case][1], bad, workdir))
@@ -397,7 +387,7 @@ def test_real_process(module, bad, tmp_path):
 
 
 def test_missing_workdir(bad):
-    status, stderr = invoke("experiments.train", SFT)
+    [(status, stderr)] = invoke_all("experiments.train", [SFT])
     assert_user_error(status, stderr, ["flag --workdir=None: Flag --workdir must have a value"])
 
 
@@ -409,12 +399,12 @@ def test_non_finite_reward_stops_ppo_and_keeps_the_earlier_checkpoints(bad, tmp_
             "--config.ppo.minibatches=1", "--config.sampling.max_new_tokens=4",
             "--config.data.max_prompt_len=16", "--config.data.toy_records=40",
             "--config.ptx.toy_records=0", "--config.save_every=1", "--config.eval_every=0"]
-    status, stderr = invoke("experiments.train", [*tiny, "--config.iterations=1"])
+    [(status, stderr)] = invoke_all("experiments.train", [[*tiny, "--config.iterations=1"]])
     assert status == 0, stderr
     before = snapshot(workdir)
-    status, stderr = invoke("experiments.train", [
+    [(status, stderr)] = invoke_all("experiments.train", [[
         *tiny, "--config.iterations=2", "--config.reward.token_count=-1",
-        f"--config.reward.path={bad}/nan_reward_model"])
+        f"--config.reward.path={bad}/nan_reward_model"]])
     assert_user_error(status, stderr, ["step 2: non-finite", "score in 2 of 2 rows"])
     assert_untouched(workdir, before)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
