@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.value_init = "reward"  # value function: "reward" (copy of the RM), "policy" (policy trunk,
     # zero head) or "shared" (a head on the policy's own trunk, trained with it)
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, rules="fsdp", devices=0)  # as in configs/sft.py
+    c.mesh = dict(data=-1, fsdp=1, tensor=1, devices=0, rules="fsdp", axis_rules=())  # as in sft.py
     c.distributed = distributed()  # several processes (hosts): see configs/common.py
     c.data = dict(
         kind="prompt",

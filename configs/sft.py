@@ -22,8 +22,9 @@ def base(stage: str, kind: str) -> ml_collections.ConfigDict:
     c.init = ""  # HF directory or .gguf to start from; "" = random weights of `model`
     c.model = models.get_config("tiny")  # architecture for random init; dtypes/dropout always apply
     c.model.dropout_rate = 0.0
-    # mesh axis sizes (-1 fills), sharding rules, and devices used (0: all)
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, rules="fsdp", devices=0)
+    # mesh axis sizes (-1 fills), devices used (0: all), a rules preset (data, fsdp, fsdp_tp), and
+    # (logical axis, mesh axes) pairs over the preset's: --config.mesh.axis_rules="(('mlp','tensor'),)"
+    c.mesh = dict(data=-1, fsdp=1, tensor=1, devices=0, rules="fsdp", axis_rules=())
     c.distributed = distributed()  # several processes (hosts): see configs/common.py
     c.data = dict(
         kind=kind,  # record format of `path` (fixed per stage)

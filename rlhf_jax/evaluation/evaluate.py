@@ -22,22 +22,20 @@ from __future__ import annotations
 import json
 import os
 
-import flax.linen as nn
-import jax
 import numpy as np
 
-from rlhf_jax import parallel
 from rlhf_jax.data import datasets
 from rlhf_jax.data.loaders import split_records
 from rlhf_jax.data.tokenize import encode_text
+from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.evaluation.models import Policy, RewardModel
 from rlhf_jax.evaluation.stats import mean_interval, pairwise_accuracy
 from rlhf_jax.feedback import corpus
 from rlhf_jax.feedback.labelers import heldout_labelers
 from rlhf_jax.feedback.tasks import rubric
 from rlhf_jax.models import CausalLM
+from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline.metrics import read_metrics
-from rlhf_jax.pipeline.sft import validation_loss
 
 MODELS = ("base", "base_prompted", "sft", "ppo", "ppo_ptx", "best_of_n")
 
@@ -171,15 +169,14 @@ def _alignment_tax(config, models, workdir) -> dict:
     ptx_data = os.path.join(models["runs"]["ppo"], "data")
     texts = split_records(datasets.read_records("pretrain", ptx_data)["validation"], "pretrain")
     # every process on a device of its own: the evaluation runs whole on each (models.py)
-    mesh, rules = parallel.make_mesh(1, 1, 1, jax.local_devices()[:1]), parallel.get_rules("data")
+    partitioner = Partitioner.single_device()
     questions = corpus.fact_questions()
     out = {}
     for name in ("base", "sft", "ppo", "ppo_ptx"):
         policy = Policy(models[name])
         examples = [encode_text(policy.tokenizer, t.text, config.ppo.ptx.max_len) for t in texts]
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            loss = validation_loss(CausalLM(policy.config), examples, config.ppo.ptx.max_len,
-                                   config.evaluation.batch_size, mesh, rules)(policy.params)["loss"]
+        loss = validation_loss(CausalLM(policy.config), examples, config.ppo.ptx.max_len,
+                               config.evaluation.batch_size, partitioner)(policy.params)["loss"]
         contexts = [q for q, choices, _ in questions for _ in choices]
         logliks = policy.loglik(contexts, [c for _, choices, _ in questions for c in choices])
         right, probs, at = [], [], 0

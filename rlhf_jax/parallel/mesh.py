@@ -39,7 +39,3 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
     shape = mesh_shape(data, fsdp, tensor, num_devices=len(devices))
     return jax.make_mesh(shape, ax.MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
-
-def mesh_from_config(config) -> Mesh:
-    """From a config section with fields ``data``, ``fsdp`` and ``tensor``."""
-    return make_mesh(config.data, config.fsdp, config.tensor)

@@ -19,11 +19,10 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import jax
-from jax.sharding import Mesh
 from tqdm import tqdm
 
-from rlhf_jax import parallel
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import preemption
 from rlhf_jax.pipeline.metrics import MetricsLog, to_floats
 
@@ -39,7 +38,7 @@ class LoopConfig:
 
 
 def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: jax.Array, *,
-          config: LoopConfig, workdir: str, mesh: Mesh, rules,
+          config: LoopConfig, workdir: str, partitioner: Partitioner,
           evaluate: Optional[Callable[[Any], Mapping[str, float]]] = None,
           count_units: Callable[[dict], int] = lambda batch: 0) -> Any:
     """Runs ``state, metrics = step_fn(state, batch, rng)`` until ``config.steps``.
@@ -70,7 +69,7 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
         for step in range(start + 1, config.steps + 1):
             host_batch = next(iterator)
             began = time.perf_counter()
-            state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh, rules), rng)
+            state, metrics = step_fn(state, partitioner.shard_batch(host_batch), rng)
             metrics = to_floats(metrics)  # waits for the step
             seconds = time.perf_counter() - began
             units = count_units(host_batch)  # the global batch, on every process

@@ -22,7 +22,6 @@ import os
 import time
 from typing import Callable, Optional
 
-import flax.linen as nn
 import grain.experimental
 import jax
 import jax.numpy as jnp
@@ -35,17 +34,18 @@ from rlhf_jax.data.loaders import record_stream, sft_stream, split_records
 from rlhf_jax.data.tokenize import (decode_responses, encode_prompt, encode_text, left_pad,
                                     stop_tokens)
 from rlhf_jax.errors import UserError
+from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.models import CausalLM, ScalarHeadModel
+from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
-from rlhf_jax.pipeline.sft import validation_loss
 from rlhf_jax.pipeline.state import initial_weights, load_tokenizer_for
 from rlhf_jax.pipeline.validate import VALUE_INITS, validate_stage
 from rlhf_jax.rl.kl import KLController
 from rlhf_jax.sampling import SamplingConfig
 from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
 from rlhf_jax.train.optim import OptimizerConfig
-from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update
+from rlhf_jax.train.ppo import PPOState, init_ppo_state, ppo_optimizer, ppo_update
 from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout, reward_model_fn, token_count_fn
 
@@ -65,9 +65,9 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
     rates the validation samples (for example gold scores of simulated
     labelers); its means are logged with the validation metrics."""
     validate_stage(config)
-    mesh, rules = stage.mesh_and_rules(config)
+    partitioner = Partitioner.from_config(config.mesh)
     settings = ppo_config(config)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with partitioner.activate():
         tokenizer = load_tokenizer_for(config)
         prompts, report = data.prepare("prompt", stage.data_config(config, workdir), workdir,
                                        tokenizer)
@@ -78,17 +78,15 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
                                                 workdir, tokenizer)
             stage.announce("ppo/ptx", ptx_report)
 
-        policy_config, policy_params = _policy(config, mesh, rules)
-        models, value_params = _value(config, policy_config, policy_params, mesh, rules)
-        reward_fn, reward_params = _reward(config, mesh, rules)
+        policy_config, policy_params = _policy(config, partitioner)
+        models, value_params = _value(config, policy_config, policy_params, partitioner)
+        reward_fn, reward_params = _reward(config, partitioner)
         reference = jax.tree.map(jnp.copy, policy_params)
         updates = config.iterations * settings.epochs * settings.minibatches
         tx = ppo_optimizer(_optimizer(config.optimizer, config, updates),
                            _optimizer(config.value_optimizer, config, updates))
-        state = jax.jit(functools.partial(init_ppo_state, tx=tx, config=settings))(
-            dict(policy=policy_params, value=value_params))
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                                state)
+        state, abstract = _ppo_state(models, dict(policy=policy_params, value=value_params), tx,
+                                     settings, partitioner)
 
         sampling = SamplingConfig.for_tokenizer(
             tokenizer, config.sampling.max_new_tokens,
@@ -98,8 +96,8 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
             min_new_tokens=config.sampling.min_new_tokens,
             prompt_buckets=(config.data.max_prompt_len,))
         rollout = Rollout(models, models.policy, reward_fn, settings, sampling)
-        update = jax.jit(functools.partial(ppo_update, models=models, config=settings),
-                         donate_argnums=0)
+        update = partitioner.jit(functools.partial(ppo_update, models=models, config=settings),
+                                 donate_argnums=0)
         use_ptx = settings.ptx_coef > 0
 
         def iteration(state, batch, rng):
@@ -127,10 +125,10 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
             stream = grain.experimental.ZipIterDataset([stream, ptx]).map(
                 lambda pair: dict(pair[0], ptx=pair[1]))
         evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
-                              tokenizer, mesh, rules, judge)
+                              tokenizer, partitioner, judge)
         state = train(iteration, state, abstract, stream, jax.random.key(config.seed),
                       config=stage.loop_config(config, config.iterations, "episodes"),
-                      workdir=workdir, mesh=mesh, rules=rules, evaluate=evaluate,
+                      workdir=workdir, partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: len(b["prompt_ids"]))
         export_hf(policy_config, state.train.params["policy"], os.path.join(workdir, "policy"),
                   tokenizer)
@@ -148,38 +146,58 @@ def _optimizer(section, config, updates: int) -> OptimizerConfig:
                            **section.to_dict())
 
 
-def _policy(config, mesh, rules):
+def _ppo_state(models: ActorCritic, params: dict, tx, settings: PPOConfig,
+               partitioner: Partitioner) -> tuple[PPOState, PPOState]:
+    """``(state, abstract)``: the PPO state made from ``params`` directly in the shardings the
+    rules give it (policy, value, both optimizers' moments and the EMA alike), read from the
+    logical names of an abstract initialisation of the same models."""
+    example = np.zeros((1, 8), np.int32)
+
+    def named(rng):  # the tree of ``params``, with each leaf's logical axis names
+        value = (models.value.init(rng, example)["params"] if models.value is not None else
+                 jax.tree.map(lambda x: x, params["value"]))
+        return dict(policy=models.policy.init(rng, example)["params"], value=value)
+
+    abstract, shardings = partitioner.abstract(
+        lambda rng: init_ppo_state(named(rng), tx, settings), jax.random.key(0))
+    create = functools.partial(init_ppo_state, tx=tx, config=settings)
+    return partitioner.jit(create, out_shardings=shardings)(params), abstract
+
+
+def _policy(config, partitioner: Partitioner):
     """The SFT policy (``config.init``) or, with ``init=''``, random weights of ``config.model``."""
-    policy_config, params = initial_weights(config, mesh, rules)
+    policy_config, params = initial_weights(config, partitioner)
     if params is None:
-        params, _ = parallel.init_params(CausalLM(policy_config), mesh, rules,
-                                         jax.random.key(config.seed), np.zeros((1, 8), np.int32))
+        params, _ = partitioner.init(lambda r: CausalLM(policy_config).init(
+            r, np.zeros((1, 8), np.int32))["params"], jax.random.key(config.seed))
     return policy_config, params
 
 
-def _value(config, policy_config, policy_params, mesh, rules):
+def _value(config, policy_config, policy_params, partitioner: Partitioner):
     """``(ActorCritic, value params)`` as ``config.value_init`` says."""
     policy = CausalLM(policy_config)
     if config.value_init == "shared":
         return ActorCritic(policy, None), shared_value_head(policy_config.d_model)
     if config.value_init == "reward":
-        value_config, params, _ = load_scalar_model(config.reward.path, mesh, rules)
+        value_config, params, _ = load_scalar_model(config.reward.path, partitioner.mesh,
+                                                    partitioner.rules)
         return ActorCritic(policy, ScalarHeadModel(value_config)), params
     if config.value_init == "policy":
         model = ScalarHeadModel(policy_config)
-        params, _ = parallel.init_params(model, mesh, rules, jax.random.key(config.seed + 1),
-                                         np.zeros((1, 8), np.int32))
+        params, _ = partitioner.init(lambda r: model.init(r, np.zeros((1, 8), np.int32))["params"],
+                                     jax.random.key(config.seed + 1))
         params = dict(params, trunk=jax.tree.map(jnp.copy, policy_params["trunk"]),
                       head=jax.tree.map(jnp.zeros_like, params["head"]))
         return ActorCritic(policy, model), params
     raise ValueError(f"config.value_init={config.value_init!r}: choose one of {VALUE_INITS}")
 
 
-def _reward(config, mesh, rules):
+def _reward(config, partitioner: Partitioner):
     """``(reward_fn, reward params)``: the trained reward model, or the toy token count."""
     if config.reward.token_count >= 0:
         return token_count_fn(config.reward.token_count), None
-    reward_config, params, _ = load_scalar_model(config.reward.path, mesh, rules)
+    reward_config, params, _ = load_scalar_model(config.reward.path, partitioner.mesh,
+                                                 partitioner.rules)
     return reward_model_fn(ScalarHeadModel(reward_config)), params
 
 
@@ -194,7 +212,7 @@ def _encode_text(tokenizer, max_len, record):
 
 
 def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pretrain, tokenizer,
-               mesh, rules, judge: Optional[Judge]):
+               partitioner: Partitioner, judge: Optional[Judge]):
     """``evaluate(state)``: on the first ``config.eval_prompts`` validation prompts (whole
     batches), the rollout metrics of the policy (sampled with a fixed key) and the mean score of
     its EMA; with pretraining text, ``pretrain_loss`` of the policy on its validation split;
@@ -206,8 +224,8 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                         f"{config.batch_size}): add prompts to data.path or raise "
                         "data.split_fractions[1]")
     encoded = [_encode_prompt(tokenizer, config.data, r) for r in records]
-    batches = [parallel.shard_batch({k: np.stack([e[k] for e in encoded[i:i + batch]])
-                                     for k in encoded[0]}, mesh, rules)
+    batches = [partitioner.shard_batch({k: np.stack([e[k] for e in encoded[i:i + batch]])
+                                        for k in encoded[0]})
                for i in range(0, len(encoded) - batch + 1, batch)]
     pretrain_loss = None
     if pretrain is not None:
@@ -215,7 +233,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
         pretrain_loss = validation_loss(
             CausalLM(rollout.policy_config),
             [encode_text(tokenizer, r.text, config.ptx.max_len) for r in texts],
-            config.ptx.max_len, batch, mesh, rules)
+            config.ptx.max_len, batch, partitioner)
     rng = jax.random.key(config.seed + 2)
 
     def evaluate(state) -> dict:

@@ -13,17 +13,17 @@ from __future__ import annotations
 import functools
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax import parallel
 from rlhf_jax.checkpoints.scalar_model import save_scalar_model
 from rlhf_jax.data.collate import comparison_batch, demonstration_examples
-from rlhf_jax.data.loaders import padded_batches, record_stream, split_records
+from rlhf_jax.data.loaders import record_stream, split_records
 from rlhf_jax.data.records import read_jsonl
+from rlhf_jax.evaluation.batched import batched_sums
 from rlhf_jax.models import ScalarHeadModel
+from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
@@ -36,8 +36,8 @@ from rlhf_jax.train.reward import center_reward, reward_step, score_responses
 def run_reward(config, workdir: str) -> dict:
     """Trains, normalizes and saves the reward model; returns its final metrics."""
     validate_stage(config)
-    mesh, rules = stage.mesh_and_rules(config)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    partitioner = Partitioner.from_config(config.mesh)
+    with partitioner.activate():
         tokenizer = load_tokenizer_for(config)
         sources, report = data.prepare("comparison", stage.data_config(config, workdir), workdir,
                                        tokenizer)
@@ -46,22 +46,23 @@ def run_reward(config, workdir: str) -> dict:
         encode_one = functools.partial(_encode_comparison, tokenizer, config.data)
         batch = config.batch_size
         steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
-        model_config, pretrained = initial_weights(config, mesh, rules)
+        model_config, pretrained = initial_weights(config, partitioner)
         model = ScalarHeadModel(model_config)
         state, abstract = create_train_state(
-            model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
+            model, make_optimizer(stage.optimizer_config(config, steps)), partitioner,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32),
             None if pretrained is None else {"trunk": pretrained["trunk"]})
         evaluate = ranking_accuracy(model, split_records(sources["validation"], "comparison"),
-                                    encode_one, batch, mesh, rules)
-        step = jax.jit(functools.partial(reward_step, model=model,
-                                         microbatches=config.microbatches), donate_argnums=0)
+                                    encode_one, batch, partitioner)
+        step = partitioner.jit(functools.partial(reward_step, model=model,
+                                                 microbatches=config.microbatches),
+                               donate_argnums=0)
         stream = record_stream(sources["train"], "comparison", encode_one, batch_size=batch,
                                seed=config.seed)
         state = train(step, state, abstract, stream, jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
-                      mesh=mesh, rules=rules, evaluate=evaluate, count_units=_pairs)
-        demonstration_mean = mean_reward(model, demonstrations, batch, mesh, rules)
+                      partitioner=partitioner, evaluate=evaluate, count_units=_pairs)
+        demonstration_mean = mean_reward(model, demonstrations, batch, partitioner)
         offset = demonstration_mean(state.params)
         params = center_reward(state.params, offset)
         result = dict(validation=evaluate(state), demonstration_offset=offset,
@@ -82,7 +83,8 @@ def _pairs(batch: dict) -> int:
     return int(np.sum(k * (k - 1) // 2))
 
 
-def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size: int, mesh, rules):
+def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size: int,
+                     partitioner: Partitioner):
     """``evaluate(state)``: K-wise ``loss``, pairwise ``accuracy`` (overall and
     ``accuracy/<labeler>`` per labeler id) and reward ``reward_mean``/``reward_std`` over the
     responses of all validation comparisons."""
@@ -91,9 +93,7 @@ def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size
             for k in ("tokens", "mask", "rank", "valid")}
     index = {name: i for i, name in enumerate(labelers)}
     rows["labeler"] = np.array([index.get(c.labeler_id, -1) for c in comparisons], np.int32)
-    batches = [parallel.shard_batch(b, mesh, rules) for b in padded_batches(rows, batch_size)]
 
-    @jax.jit
     def sums(params, b):
         rewards = score_responses(model, params, b["tokens"], b["mask"])
         per = per_prompt_ranking(rewards, b["rank"], b["valid"])
@@ -106,11 +106,10 @@ def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size
                     reward_sum=jnp.sum(rewards), reward_sq=jnp.sum(rewards ** 2),
                     responses=jnp.sum(valid))
 
+    totals = batched_sums(sums, rows, batch_size, partitioner)
+
     def evaluate(state) -> dict:
-        total = None
-        for b in batches:
-            out = parallel.to_host(sums(state.params, b))
-            total = out if total is None else jax.tree.map(np.add, total, out)
+        total = totals(state.params)
         mean = total["reward_sum"] / total["responses"]
         metrics = dict(loss=total["loss"] / max(total["prompts"], 1),
                        accuracy=total["correct"] / max(total["pairs"], 1), reward_mean=mean,
@@ -137,21 +136,18 @@ def _demonstration_rows(config, workdir: str, tokenizer) -> dict:
     return dict(tokens=tokens, mask=mask)
 
 
-def mean_reward(model: ScalarHeadModel, rows: dict, batch_size: int, mesh, rules):
-    """``mean(params)``: the mean reward of the rows (padding rows, all-zero masks, excluded),
-    one compiled program for every call."""
-    batches = [parallel.shard_batch(b, mesh, rules) for b in padded_batches(rows, batch_size)]
+def mean_reward(model: ScalarHeadModel, rows: dict, batch_size: int, partitioner: Partitioner):
+    """``mean(params)``: the mean reward of the rows (padding rows, all-zero masks, excluded)."""
 
-    @jax.jit
     def sums(params, b):
         rewards = score_responses(model, params, b["tokens"][:, None], b["mask"][:, None])[:, 0]
         real = jnp.any(b["mask"] > 0, axis=1)
         return jnp.sum(jnp.where(real, rewards, 0.0)), jnp.sum(real)
 
+    totals = batched_sums(sums, rows, batch_size, partitioner)
+
     def mean(params) -> float:
-        total = np.zeros(2)
-        for b in batches:
-            total += np.asarray(parallel.to_host(sums(params, b)))
-        return float(total[0] / max(total[1], 1))
+        reward_sum, count = totals(params)
+        return float(reward_sum / max(count, 1))
 
     return mean

@@ -15,29 +15,29 @@ from __future__ import annotations
 import functools
 import os
 
-import flax.linen as nn
 import jax
 import numpy as np
 
-from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.data.collate import demonstration_examples
-from rlhf_jax.data.loaders import padded_batches, sft_stream, split_records
-from rlhf_jax.data.tokenize import encode_text, pack
+from rlhf_jax.data.loaders import sft_stream, split_records
+from rlhf_jax.data.tokenize import encode_text
+from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.models import CausalLM
+from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import data, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
 from rlhf_jax.pipeline.validate import validate_stage
 from rlhf_jax.train.optim import make_optimizer
-from rlhf_jax.train.sft import sft_loss_terms, sft_step
+from rlhf_jax.train.sft import sft_step
 
 
 def run_sft(config, workdir: str) -> dict:
     """Trains, saves ``workdir/model``, returns the final validation metrics."""
     validate_stage(config)
-    mesh, rules = stage.mesh_and_rules(config)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    partitioner = Partitioner.from_config(config.mesh)
+    with partitioner.activate():
         tokenizer = load_tokenizer_for(config)
         kind = config.data.kind
         sources, report = data.prepare(kind, stage.data_config(config, workdir), workdir,
@@ -53,37 +53,22 @@ def run_sft(config, workdir: str) -> dict:
         stream = functools.partial(sft_stream, sources["train"], example, batch_size=batch,
                                    row_len=row_len, seed=config.seed, kind=kind)
         steps = config.steps or config.epochs * sum(1 for _ in stream(epochs=1))
-        model_config, pretrained = initial_weights(config, mesh, rules)
+        model_config, pretrained = initial_weights(config, partitioner)
         model = CausalLM(model_config)
         state, abstract = create_train_state(
-            model, make_optimizer(stage.optimizer_config(config, steps)), mesh, rules,
+            model, make_optimizer(stage.optimizer_config(config, steps)), partitioner,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
         loss_of = validation_loss(
             model, [example(r) for r in split_records(sources["validation"], kind)],
-            row_len, batch, mesh, rules)
+            row_len, batch, partitioner)
         evaluate = lambda state: loss_of(state.params)
-        step = jax.jit(functools.partial(sft_step, model=model, microbatches=config.microbatches),
-                       donate_argnums=0)
+        step = partitioner.jit(functools.partial(sft_step, model=model,
+                                                 microbatches=config.microbatches),
+                               donate_argnums=0)
         state = train(step, state, abstract, stream(), jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "tokens"), workdir=workdir,
-                      mesh=mesh, rules=rules, evaluate=evaluate,
+                      partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: int(np.sum(b["segment_ids"] > 0)))
         export_hf(model_config, state.params, os.path.join(workdir, "model"), tokenizer)
         return evaluate(state)
 
-
-def validation_loss(model: CausalLM, examples, row_len: int, batch_size: int, mesh, rules):
-    """``evaluate(params) -> {loss, perplexity, tokens}`` over all validation examples, packed in
-    order, no dropout; the mean is over the loss-masked tokens of the whole split."""
-    batches = [parallel.shard_batch(b, mesh, rules)
-               for b in padded_batches(pack(examples, row_len), batch_size)]
-    terms = jax.jit(lambda params, b: sft_loss_terms(model, params, b, None)[:2])
-
-    def evaluate(params) -> dict:
-        sums = np.zeros(2)
-        for b in batches:
-            sums += np.asarray(parallel.to_host(terms(params, b)), np.float64)
-        loss = sums[0] / max(sums[1], 1.0)
-        return dict(loss=loss, perplexity=float(np.exp(loss)), tokens=sums[1])
-
-    return evaluate

@@ -20,19 +20,6 @@ from rlhf_jax.pipeline.loop import LoopConfig
 from rlhf_jax.train.optim import OptimizerConfig
 
 
-def mesh_and_rules(config):
-    """The mesh over all devices, or over the first ``config.mesh.devices`` (one process only:
-    on several, a mesh must hold devices of every process)."""
-    devices = None
-    if config.mesh.devices:
-        if jax.process_count() > 1:
-            raise ValueError(f"config.mesh.devices={config.mesh.devices}: a run on "
-                             f"{jax.process_count()} processes uses every device (set it to 0)")
-        devices = jax.devices()[:config.mesh.devices]
-    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
-    return mesh, parallel.get_rules(config.mesh.rules)
-
-
 def optimizer_config(config, steps: int) -> OptimizerConfig:
     """The optimizer of a run of ``steps`` updates (from ``config.steps`` or the epochs)."""
     if steps <= config.optimizer.warmup_steps:

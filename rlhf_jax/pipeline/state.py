@@ -17,13 +17,12 @@ import flax.linen as nn
 import jax
 import optax
 from flax.training.train_state import TrainState
-from jax.sharding import Mesh
 
-from rlhf_jax import parallel
 from rlhf_jax.checkpoints import load_pretrained, load_tokenizer, read_model_config
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.errors import CheckpointError, ConfigError
 from rlhf_jax.models import ModelConfig
+from rlhf_jax.parallel import Partitioner
 
 RUNTIME_FIELDS = ("dtype", "param_dtype", "dropout_rate", "remat_policy")
 
@@ -41,18 +40,19 @@ def load_tokenizer_for(config):
     return tokenizer
 
 
-def initial_weights(config, mesh: Mesh, rules) -> tuple[ModelConfig, Optional[dict]]:
+def initial_weights(config, partitioner: Partitioner) -> tuple[ModelConfig, Optional[dict]]:
     """``(ModelConfig, pretrained CausalLM params or None for random init)``."""
     model = dict(config.model)
     if not config.init:
         return ModelConfig.from_dict(model), None
     loaded, params = load_pretrained(config.init, dtype=model["dtype"],
-                                     param_dtype=model["param_dtype"], mesh=mesh, rules=rules)
+                                     param_dtype=model["param_dtype"], mesh=partitioner.mesh,
+                                     rules=partitioner.rules)
     return loaded.replace(**{k: model[k] for k in RUNTIME_FIELDS}), params
 
 
-def create_train_state(module: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, rules,
-                       rng: jax.Array, example: jax.Array,
+def create_train_state(module: nn.Module, tx: optax.GradientTransformation,
+                       partitioner: Partitioner, rng: jax.Array, example: jax.Array,
                        replace: Optional[dict] = None) -> tuple[TrainState, Any]:
     """``(state, abstract state)``: a fresh TrainState laid out by the rules.
 
@@ -65,11 +65,10 @@ def create_train_state(module: nn.Module, tx: optax.GradientTransformation, mesh
         return TrainState.create(apply_fn=module.apply, params=module.init(r, example)["params"],
                                  tx=tx)
 
-    abstract, shardings = parallel.abstract_state(create, mesh, rules, rng)
-
     def build(r, pretrained):
         params = nn.meta.unbox(module.init(r, example)["params"])
         return TrainState.create(apply_fn=module.apply, params=dict(params, **pretrained), tx=tx)
 
-    state = jax.jit(build, out_shardings=shardings)(rng, replace or {})
+    abstract, shardings = partitioner.abstract(create, rng)
+    state = partitioner.jit(build, out_shardings=shardings)(rng, replace or {})
     return state, abstract

@@ -183,6 +183,12 @@ def _mesh(m: Section) -> None:
     available = jax.device_count()
     m.need("devices", lambda v: 0 <= v <= available,
            f"must be in [0, {available}] (0: all {available} devices)")
+    if jax.process_count() > 1:  # a mesh must hold devices of every process
+        m.need("devices", lambda v: v == 0,
+               f"must be 0: a run on {jax.process_count()} processes uses every device")
+    for rule in m.value("axis_rules") if "axis_rules" in m.config else ():
+        m.need("axis_rules", lambda v: len(rule) == 2 and isinstance(rule[0], str),
+               "must be pairs (logical axis name, mesh axes)")
     count = m.value("devices") or available
     sizes = (m.value("data"), m.value("fsdp"), m.value("tensor"))
     try:

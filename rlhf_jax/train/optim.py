@@ -44,9 +44,10 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
 
 
 def decayed(params) -> dict:
-    """True for the parameters weight decay shrinks under ``decay='kernels'``."""
+    """True for the parameters weight decay shrinks under ``decay='kernels'``: those whose last
+    name is ``kernel`` (a logically partitioned leaf's own attributes are not names)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+        lambda path, _: [k.key for k in path if hasattr(k, "key")][-1:] == ["kernel"], params)
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:

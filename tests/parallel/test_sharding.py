@@ -109,8 +109,9 @@ def test_load_pretrained_places_parameters_in_their_shardings(tmp_path):
 def test_mesh_shapes_and_errors():
     assert parallel.mesh_shape(-1, 2, 2, num_devices=8) == (2, 2, 2)
     assert parallel.mesh_shape(2, -1, 1, num_devices=8) == (2, 4, 1)
-    mesh = parallel.mesh_from_config(ml_collections.ConfigDict(dict(data=-1, fsdp=2, tensor=2)))
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    partitioner = parallel.Partitioner.from_config(ml_collections.ConfigDict(
+        dict(data=-1, fsdp=2, tensor=2, devices=0, rules="fsdp")))
+    assert dict(partitioner.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     with pytest.raises(ValueError, match="not divisible by 3"):
         parallel.mesh_shape(3, -1, 1, num_devices=8)
     with pytest.raises(ValueError, match="at most one axis may be -1"):
@@ -119,3 +120,15 @@ def test_mesh_shapes_and_errors():
         parallel.mesh_shape(2, 2, 1, num_devices=8)
     with pytest.raises(ValueError, match="unknown sharding rules 'zero'"):
         parallel.get_rules("zero")
+
+
+def test_rules_given_in_a_config_take_precedence_over_the_preset():
+    """``mesh.axis_rules`` pairs replace the preset's rule of their logical names."""
+    partitioner = parallel.Partitioner.from_config(ml_collections.ConfigDict(dict(
+        data=2, fsdp=2, tensor=2, devices=0, rules="fsdp",
+        axis_rules=(("embed", None), ("mlp", "tensor"), ("heads", ("data", "tensor"))))))
+    rules = dict(partitioner.rules)
+    assert rules["embed"] is None and rules["mlp"] == "tensor"
+    assert rules["heads"] == ("data", "tensor")
+    assert rules["activation_batch"] == dict(parallel.get_rules("fsdp"))["activation_batch"]
+    assert [name for name, _ in partitioner.rules].count("embed") == 1
