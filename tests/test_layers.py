@@ -15,11 +15,12 @@ ALLOWED = {
     "sampling": {"models", "parallel"},
     "checkpoints": {"models", "parallel"},
     "train": {"models", "parallel", "rl", "sampling"},
-    # the drivers: stage loops, the whole pipeline and its evaluation read and write workdirs
+    # judging saved models: sampling, scoring, likelihoods, the batched-sums evaluator
+    "evaluation": {"models", "parallel", "rl", "sampling", "train", "checkpoints", "data",
+                   "feedback"},
+    # the drivers: stage loops and the whole pipeline read and write workdirs
     "pipeline": {"models", "parallel", "rl", "sampling", "train", "checkpoints", "data", "feedback",
                  "evaluation"},
-    "evaluation": {"models", "parallel", "rl", "sampling", "train", "checkpoints", "data",
-                   "feedback", "pipeline"},
 }
 
 

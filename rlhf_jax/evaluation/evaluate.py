@@ -19,13 +19,11 @@
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 
 import numpy as np
 
-from rlhf_jax.data import datasets
-from rlhf_jax.data.loaders import split_records
+from rlhf_jax.data.records import Comparison, PretrainText
 from rlhf_jax.data.tokenize import encode_text
 from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.evaluation.models import Policy, RewardModel
@@ -35,7 +33,6 @@ from rlhf_jax.feedback.labelers import heldout_labelers
 from rlhf_jax.feedback.tasks import rubric
 from rlhf_jax.models import CausalLM
 from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline.metrics import read_metrics
 
 MODELS = ("base", "base_prompted", "sft", "ppo", "ppo_ptx", "best_of_n")
 
@@ -62,12 +59,26 @@ def gold_judge(world, reference):
     return judge
 
 
-def evaluate(config, world, inputs, models: dict, workdir: str) -> dict:
-    e, seed = config.evaluation, config.seed + 1000
-    prompts = _eval_prompts(inputs, models)
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What the evaluation judges, gathered by the pipeline's evaluation stage."""
+
+    prompts: list[str]  # held-out prompts
+    models: dict[str, str]  # base, sft, ppo, ppo_ptx: Hugging Face directories (or .gguf)
+    reward_model: str  # the last round's reward model directory
+    rm_validation: list[Comparison]  # that reward model's validation comparisons
+    pretrain_validation: list[PretrainText]  # held-out pretraining text
+    curves: dict[str, list[dict]]  # per PPO run: validation records (iteration, kl, rm_score, …)
+    agreement: dict  # inter-labeler agreement on the sampled comparisons ({} without labelers)
+
+
+def evaluate(config, world, evidence: Evidence) -> dict:
+    """The results dict of the module docstring; ``world`` is None with real data (the reward
+    model then judges)."""
+    e, seed, models, prompts = config.evaluation, config.seed + 1000, evidence.models, evidence.prompts
     chat = dict(chat=config.sft.data.chat, max_prompt_len=config.ppo.data.max_prompt_len,
                 max_new_tokens=e.max_new_tokens, temperature=e.temperature, batch_size=e.batch_size)
-    reward = RewardModel(models["reward_model"], config.rm.data.max_len, config.sft.data.chat)
+    reward = RewardModel(evidence.reward_model, config.rm.data.max_len, config.sft.data.chat)
     sft = Policy(models["sft"])
     reference = [s[0] for s in sft.sample(prompts, 1, seed, **chat)]
     responses = dict(sft=[s[0] for s in sft.sample(prompts, 1, seed + 1, **chat)])
@@ -90,10 +101,10 @@ def evaluate(config, world, inputs, models: dict, workdir: str) -> dict:
     return dict(
         judge="held-out labelers" if world is not None else "reward model",
         prompts=len(prompts), **judged,
-        rm_accuracy=_rm_accuracy(world, reward, workdir, models),
-        agreement=_agreement(workdir, config.rounds) if world is not None else {},
-        alignment_tax=_alignment_tax(config, models, workdir),
-        overoptimization={run: _curve(path) for run, path in models["runs"].items()},
+        rm_accuracy=_rm_accuracy(world, reward, evidence.rm_validation),
+        agreement=evidence.agreement,
+        alignment_tax=_alignment_tax(config, models, evidence.pretrain_validation),
+        overoptimization=evidence.curves,
         samples=[dict(prompt=p, reference_sft=reference[i], **{m: r[i] for m, r in responses.items()})
                  for i, p in enumerate(prompts[:e.shown_prompts])])
 
@@ -104,13 +115,6 @@ def _score_groups(reward, prompts, groups) -> list[np.ndarray]:
                         [r for g in groups for r in g])
     ends = np.cumsum([len(g) for g in groups])
     return np.split(flat, ends[:-1])
-
-
-def _eval_prompts(inputs, models) -> list[str]:
-    if inputs.eval_prompts:
-        return [json.loads(line)["prompt"] for line in open(inputs.eval_prompts)]
-    source = datasets.read_records("prompt", os.path.join(models["runs"]["ppo"], "data"))["test"]
-    return [r.prompt for r in split_records(source, "prompt")]
 
 
 def _judge(world, reward, prompts, responses, reference, seed) -> dict:
@@ -137,12 +141,9 @@ def _judge(world, reward, prompts, responses, reference, seed) -> dict:
     return out
 
 
-def _rm_accuracy(world, reward, workdir, models) -> dict:
+def _rm_accuracy(world, reward, comparisons: list[Comparison]) -> dict:
     """Pairwise accuracy on the RM stage's validation comparisons: as ranked by the training
     labelers, and (with the world) as ranked again by a random held-out labeler each."""
-    rm_dir = os.path.dirname(models["reward_model"])
-    comparisons = split_records(datasets.read_records("comparison", os.path.join(rm_dir, "data"))
-                                ["validation"], "comparison")
     scores = _score_groups(reward, [c.prompt for c in comparisons],
                            [c.responses for c in comparisons])
     out = dict(training_labelers=pairwise_accuracy(scores, [c.ranking for c in comparisons]),
@@ -156,18 +157,9 @@ def _rm_accuracy(world, reward, workdir, models) -> dict:
     return out
 
 
-def _agreement(workdir, rounds) -> dict:
-    results = [json.load(open(os.path.join(workdir, f"round{r}", "comparisons", "result.json")))
-               for r in range(1, rounds + 1)]
-    return dict(training=float(np.mean([r["agreement_training"] for r in results])),
-                heldout=float(np.mean([r["agreement_heldout"] for r in results])))
-
-
-def _alignment_tax(config, models, workdir) -> dict:
-    """Held-out pretraining loss (the PPO stage's pretraining validation split) and the fact
-    questions, for the base, SFT, PPO and PPO-ptx models."""
-    ptx_data = os.path.join(models["runs"]["ppo"], "data")
-    texts = split_records(datasets.read_records("pretrain", ptx_data)["validation"], "pretrain")
+def _alignment_tax(config, models: dict, texts: list[PretrainText]) -> dict:
+    """Held-out pretraining loss (on ``texts``) and the fact questions, for the base, SFT, PPO
+    and PPO-ptx models."""
     # every process on a device of its own: the evaluation runs whole on each (models.py)
     partitioner = Partitioner.single_device()
     questions = corpus.fact_questions()
@@ -189,10 +181,3 @@ def _alignment_tax(config, models, workdir) -> dict:
                          fact_probability=float(np.mean(probs)))
     return out
 
-
-def _curve(run_dir: str) -> list[dict]:
-    """Validation records of a PPO run: iteration, KL, RM score and (world) gold score."""
-    rows = read_metrics(run_dir, "validation")
-    judged = {"gold_score": "judge/gold_score", "win_rate": "judge/win_rate"}
-    return [dict(iteration=r["step"], kl=r["kl"], rm_score=r["score"],
-                 **{k: r[v] for k, v in judged.items() if v in r}) for r in rows]

@@ -26,13 +26,14 @@ from rlhf_jax.data import datasets, prompt_filters
 from rlhf_jax.data.records import MAX_K, read_jsonl
 from rlhf_jax.errors import UserError
 from rlhf_jax.files import write_json
+from rlhf_jax.pipeline import layout
 
 SPLITS = ("train", "validation", "test")
 
 
 def prepare(kind: str, config, workdir: str, tokenizer) -> tuple[dict, dict]:
     """``(sources, report)``: ``{split: data source}`` and what each step kept or removed."""
-    data_dir = os.path.join(workdir, "data")
+    data_dir = os.path.join(workdir, layout.DATA)
     report_path = os.path.join(data_dir, f"{kind}_report.json")
 
     def write():

@@ -37,7 +37,7 @@ from rlhf_jax.errors import UserError
 from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.models import CausalLM, ScalarHeadModel
 from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline import data, stage
+from rlhf_jax.pipeline import data, layout, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import initial_weights, load_tokenizer_for
 from rlhf_jax.pipeline.validate import VALUE_INITS, validate_stage
@@ -130,11 +130,11 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
                       config=stage.loop_config(config, config.iterations, "episodes"),
                       workdir=workdir, partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: len(b["prompt_ids"]))
-        export_hf(policy_config, state.train.params["policy"], os.path.join(workdir, "policy"),
+        export_hf(policy_config, state.train.params["policy"], os.path.join(workdir, layout.POLICY),
                   tokenizer)
-        export_hf(policy_config, state.ema, os.path.join(workdir, "policy_ema"), tokenizer)
+        export_hf(policy_config, state.ema, os.path.join(workdir, layout.POLICY_EMA), tokenizer)
         if models.value is not None:
-            save_scalar_model(os.path.join(workdir, "value_model"), models.value.config,
+            save_scalar_model(os.path.join(workdir, layout.VALUE_MODEL), models.value.config,
                               state.train.params["value"], dict(value_init=config.value_init),
                               tokenizer)
         return evaluate(state)

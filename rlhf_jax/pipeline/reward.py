@@ -24,7 +24,7 @@ from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.evaluation.batched import batched_sums
 from rlhf_jax.models import ScalarHeadModel
 from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline import data, stage
+from rlhf_jax.pipeline import data, layout, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
 from rlhf_jax.pipeline.validate import validate_stage
@@ -67,7 +67,7 @@ def run_reward(config, workdir: str) -> dict:
         params = center_reward(state.params, offset)
         result = dict(validation=evaluate(state), demonstration_offset=offset,
                       demonstration_mean_after=demonstration_mean(params))
-        save_scalar_model(os.path.join(workdir, "reward_model"), model_config, params, result,
+        save_scalar_model(os.path.join(workdir, layout.REWARD_MODEL), model_config, params, result,
                           tokenizer)
         return result
 

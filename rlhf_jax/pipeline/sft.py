@@ -25,7 +25,7 @@ from rlhf_jax.data.tokenize import encode_text
 from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.models import CausalLM
 from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline import data, stage
+from rlhf_jax.pipeline import data, layout, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
 from rlhf_jax.pipeline.validate import validate_stage
@@ -69,6 +69,6 @@ def run_sft(config, workdir: str) -> dict:
                       config=stage.loop_config(config, steps, "tokens"), workdir=workdir,
                       partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: int(np.sum(b["segment_ids"] > 0)))
-        export_hf(model_config, state.params, os.path.join(workdir, "model"), tokenizer)
+        export_hf(model_config, state.params, os.path.join(workdir, layout.MODEL), tokenizer)
         return evaluate(state)
 

@@ -1,5 +1,6 @@
 """The whole pipeline on the micro preset: every artifact, sane numbers, exact resumption."""
 
+import dataclasses
 import json
 import math
 import os
@@ -15,7 +16,10 @@ import pytest
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.evaluation.evaluate import MODELS
 from rlhf_jax.pipeline import metrics
-from rlhf_jax.pipeline.instructgpt import run_instructgpt, stage_names
+from rlhf_jax.feedback.world import World
+from rlhf_jax.pipeline.inputs import world_inputs
+from rlhf_jax.pipeline.instructgpt import plan, run_instructgpt, stage_names
+from rlhf_jax.pipeline.layout import Layout
 from tests.pipeline.micro import micro_config
 
 ROUND = ("comparisons", "rm", "ppo", "ppo_ptx")
@@ -142,3 +146,19 @@ def test_stage_names_and_an_unknown_stage_to_stop_at(tmp_path):
     with pytest.raises(ValueError, match="round3/rm.*choose one of.*round2/ppo_ptx"):
         run_instructgpt(micro_config(), str(tmp_path), through="round3/rm")
     assert not any(tmp_path.iterdir())  # nothing ran
+
+
+def test_the_plan_is_a_list_of_stages_each_reading_what_an_earlier_one_wrote(tmp_path):
+    """The stages as values: their names are ``stage_names``, and every path a stage reads is an
+    input file of the pipeline or the output of a stage before it."""
+    config = micro_config()
+    world = World(config.world.seed, config.world.users)
+    inputs = world_inputs(config, world, str(tmp_path))
+    stages = plan(config, world, inputs, Layout(str(tmp_path)))
+    assert [s.name for s in stages] == stage_names(config)
+    available = {getattr(inputs, f.name) for f in dataclasses.fields(inputs)} - {""}
+    for stage in stages:
+        assert set(stage.inputs) <= available, (stage.name, set(stage.inputs) - available)
+        available |= set(stage.outputs)
+    round2 = next(s for s in stages if s.name == "round2/comparisons")
+    assert Layout(str(tmp_path)).policy(1, "ppo_ptx") in round2.inputs  # it samples round 1's
