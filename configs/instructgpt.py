@@ -57,8 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rm = rm_config("tiny")
     c.ppo = ppo_presets.get_config("tiny")
     c.comparisons = dict(k_min=4, k_max=9, temperature=1.0, max_new_tokens=48, batch_size=64)
+    # sharded: load the evaluated models onto the PPO stage's mesh (False: one device each)
     c.evaluation = dict(temperature=1.0, max_new_tokens=48, best_of_n=8, fewshot=2,
-                        batch_size=64, shown_prompts=6)
+                        batch_size=64, shown_prompts=6, sharded=False)
     for section in (c.pretrain, c.sft, c.rm, c.ppo):
         section.seed = c.seed
         del section.distributed  # the pipeline joins its processes once, by c.distributed

@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Callable
 
 import numpy as np
 
@@ -72,22 +74,26 @@ class Evidence:
     agreement: dict  # inter-labeler agreement on the sampled comparisons ({} without labelers)
 
 
-def evaluate(config, world, evidence: Evidence) -> dict:
+def evaluate(config, world, evidence: Evidence, partitioner: Partitioner | None = None) -> dict:
     """The results dict of the module docstring; ``world`` is None with real data (the reward
-    model then judges)."""
-    e, seed, models, prompts = config.evaluation, config.seed + 1000, evidence.models, evidence.prompts
+    model then judges). Models are loaded onto ``partitioner`` (default: one device of this
+    process)."""
+    e, seed, prompts = config.evaluation, config.seed + 1000, evidence.prompts
+    models = {name: functools.partial(Policy, path, partitioner=partitioner)
+              for name, path in evidence.models.items()}
     chat = dict(chat=config.sft.data.chat, max_prompt_len=config.ppo.data.max_prompt_len,
                 max_new_tokens=e.max_new_tokens, temperature=e.temperature, batch_size=e.batch_size)
-    reward = RewardModel(evidence.reward_model, config.rm.data.max_len, config.sft.data.chat)
-    sft = Policy(models["sft"])
+    reward = RewardModel(evidence.reward_model, config.rm.data.max_len, config.sft.data.chat,
+                         partitioner=partitioner)
+    sft = models["sft"]()
     reference = [s[0] for s in sft.sample(prompts, 1, seed, **chat)]
     responses = dict(sft=[s[0] for s in sft.sample(prompts, 1, seed + 1, **chat)])
     candidates = sft.sample(prompts, e.best_of_n, seed + 2, **chat)
     responses["best_of_n"] = [c[int(np.argmax(scores))] for c, scores in
                               zip(candidates, _score_groups(reward, prompts, candidates))]
     for name in ("ppo", "ppo_ptx"):
-        responses[name] = [s[0] for s in Policy(models[name]).sample(prompts, 1, seed + 3, **chat)]
-    base = Policy(models["base"])
+        responses[name] = [s[0] for s in models[name]().sample(prompts, 1, seed + 3, **chat)]
+    base = models["base"]()
     forum = dict(chat, chat=False, line_stop=True, max_prompt_len=4 * config.ppo.data.max_prompt_len)
     threads = [corpus.internet_prompt(p) for p in prompts]
     responses["base"] = [s[0] for s in base.sample(threads, 1, seed + 4, **forum)]
@@ -157,18 +163,18 @@ def _rm_accuracy(world, reward, comparisons: list[Comparison]) -> dict:
     return out
 
 
-def _alignment_tax(config, models: dict, texts: list[PretrainText]) -> dict:
+def _alignment_tax(config, models: dict[str, Callable[[], Policy]],
+                   texts: list[PretrainText]) -> dict:
     """Held-out pretraining loss (on ``texts``) and the fact questions, for the base, SFT, PPO
     and PPO-ptx models."""
-    # every process on a device of its own: the evaluation runs whole on each (models.py)
-    partitioner = Partitioner.single_device()
     questions = corpus.fact_questions()
     out = {}
     for name in ("base", "sft", "ppo", "ppo_ptx"):
-        policy = Policy(models[name])
+        policy = models[name]()
         examples = [encode_text(policy.tokenizer, t.text, config.ppo.ptx.max_len) for t in texts]
         loss = validation_loss(CausalLM(policy.config), examples, config.ppo.ptx.max_len,
-                               config.evaluation.batch_size, partitioner)(policy.params)["loss"]
+                               config.evaluation.batch_size, policy.partitioner)(
+                                   policy.params)["loss"]
         contexts = [q for q, choices, _ in questions for _ in choices]
         logliks = policy.loglik(contexts, [c for _, choices, _ in questions for c in choices])
         right, probs, at = [], [], 0

@@ -47,6 +47,7 @@ from rlhf_jax.errors import ConfigError, MissingFileError
 from rlhf_jax.evaluation import evaluate, report
 from rlhf_jax.feedback.world import World
 from rlhf_jax.files import write_json
+from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import preemption
 from rlhf_jax.pipeline.comparisons import comparisons, responder
 from rlhf_jax.pipeline.inputs import Inputs, real_inputs, world_inputs
@@ -215,7 +216,10 @@ def _evaluation(config, world: Optional[World], inputs: Inputs, paths: Layout,
         pretrain_validation=_split(ppo_data, "pretrain", "validation"),
         curves={run: _curve(paths.run(last, run)) for run in PPO_RUNS},
         agreement=_agreement(paths, config.rounds) if world is not None else {})
-    return evaluate.evaluate(config, world, evidence)
+    # By default each process evaluates whole on a device of its own; ``evaluation.sharded``
+    # loads the models onto the PPO stage's mesh instead (for models too large for one device).
+    partitioner = Partitioner.from_config(config.ppo.mesh) if config.evaluation.sharded else None
+    return evaluate.evaluate(config, world, evidence, partitioner)
 
 
 def _split(data_dir: str, kind: str, split: str) -> list:

@@ -39,7 +39,8 @@ def generate(model_config: ModelConfig, params, prompt_ids, prompt_mask, rng: ja
     """Samples ``sampling_config.max_new_tokens`` tokens after each prompt.
 
     Prompts (B, T) are padded (left or right; ``prompt_mask`` marks real tokens)
-    and are left-padded further to the prompt bucket that holds T. Deterministic
+    and are left-padded further to the prompt bucket that holds T; a row without
+    a single real prompt token (batch padding) generates nothing. Deterministic
     given ``rng``; greedy decoding does not depend on the mesh.
     """
     bucket = sampling_config.bucket(prompt_ids.shape[1])
@@ -85,7 +86,8 @@ def _generate(params, prompt_ids, prompt_mask, rng, *, model_config: ModelConfig
     cache = constrain_cache(KVCache.init(model_config, batch, prompt_len + n))
     logits, cache = model.apply({"params": params}, prompt_ids, attention_mask=prompt_mask,
                                 cache=cache, logit_index=last_token_index(prompt_mask))
-    token, live, logp, raw, done = pick(0, logits[:, 0], jnp.zeros((batch,), bool), rng)
+    empty = ~jnp.any(prompt_mask > 0, axis=1)  # a padding row (no prompt) generates nothing
+    token, live, logp, raw, done = pick(0, logits[:, 0], empty, rng)
     buffers = dict(response=jnp.full((batch, n), config.pad_token, jnp.int32),
                    response_mask=jnp.zeros((batch, n), jnp.int32),
                    logprobs=jnp.zeros((batch, n), jnp.float32),

@@ -3,15 +3,18 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import models as presets
+from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.scalar_model import save_scalar_model
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.data.tokenize import encode
 from rlhf_jax.evaluation.models import Policy, RewardModel
 from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
+from rlhf_jax.parallel import Partitioner
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +65,22 @@ def test_samples_are_per_prompt_deterministic_and_cut_at_a_newline(saved):
     assert a != policy.sample(["x", "yy", "zzz"], 3, seed=6, chat=True, **kw)
     lines = policy.sample(["Q: a\nA:"] * 8, 2, seed=0, chat=False, line_stop=True, **kw)
     assert all("\n" not in text for group in lines for text in group)
+
+
+def test_on_a_mesh_the_models_give_what_they_give_on_one_device(saved):
+    """Loaded onto a (2, 2, 2) mesh of 8 devices under the fsdp_tp rules, the policy samples the
+    same responses (greedy) and the same likelihoods, and the reward model the same scores."""
+    root = saved[0]
+    mesh = Partitioner(parallel.make_mesh(2, 2, 2), parallel.get_rules("fsdp_tp"))
+    one, sharded = Policy(str(root / "policy")), Policy(str(root / "policy"), partitioner=mesh)
+    assert "tensor" in str(sharded.params["trunk"]["layers"]["mlp"]["up"]["kernel"].sharding.spec)
+    kw = dict(chat=True, max_prompt_len=32, max_new_tokens=8, temperature=0.0, batch_size=4)
+    prompts = ["x", "yy", "zzz", "a b", "cd"]  # two batches, the second padded with 3 zero rows
+    assert one.sample(prompts, 1, seed=0, **kw) == sharded.sample(prompts, 1, seed=0, **kw)
+    contexts, continuations = ["The sky is", "A"], [" blue.", "bc"]
+    np.testing.assert_allclose(sharded.loglik(contexts, continuations, batch_size=8),
+                               one.loglik(contexts, continuations, batch_size=8), atol=1e-4)
+    rm_one = RewardModel(str(root / "rm"), max_len=64)
+    rm_sharded = RewardModel(str(root / "rm"), max_len=64, partitioner=mesh)
+    np.testing.assert_allclose(rm_sharded.score(prompts, prompts, batch_size=8),
+                               rm_one.score(prompts, prompts, batch_size=8), atol=1e-5)

@@ -155,6 +155,20 @@ def test_right_padded_prompts_give_the_same_greedy_tokens():
     np.testing.assert_array_equal(np.asarray(left.response), np.asarray(right.response))
 
 
+def test_a_row_without_a_prompt_generates_nothing_and_changes_no_other_row():
+    """Batch padding (zero rows) is inert: the padded row's response is empty, and the other
+    rows sample what they sample with any other row in its place."""
+    ids, mask = prompts()
+    config = SamplingConfig(max_new_tokens=8, temperature=1.0)
+    full = generate(CONFIG, _params(CONFIG), ids, mask, jax.random.key(3), config)
+    padded = generate(CONFIG, _params(CONFIG), ids.at[3].set(0), mask.at[3].set(0),
+                      jax.random.key(3), config)
+    assert not np.asarray(padded.response_mask)[3].any()
+    np.testing.assert_array_equal(np.asarray(padded.response)[:3], np.asarray(full.response)[:3])
+    np.testing.assert_array_equal(np.asarray(padded.response_mask)[:3],
+                                  np.asarray(full.response_mask)[:3])
+
+
 @pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2)])
 def test_sharded_greedy_equals_one_device(mesh_shape):
     ids, mask = prompts(batch=8)
