@@ -37,10 +37,10 @@ from rlhf_jax.errors import UserError
 from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.models import CausalLM, ScalarHeadModel
 from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline import data, layout, stage
+from rlhf_jax.pipeline import layout, stage
 from rlhf_jax.pipeline.loop import train
-from rlhf_jax.pipeline.state import initial_weights, load_tokenizer_for
-from rlhf_jax.pipeline.validate import VALUE_INITS, validate_stage
+from rlhf_jax.pipeline.state import initial_weights
+from rlhf_jax.pipeline.validate import VALUE_INITS
 from rlhf_jax.rl.kl import KLController
 from rlhf_jax.sampling import SamplingConfig
 from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
@@ -64,19 +64,12 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
     ``judge(prompts, responses) -> {'judge/<name>': mean}``, if given, also
     rates the validation samples (for example gold scores of simulated
     labelers); its means are logged with the validation metrics."""
-    validate_stage(config)
-    partitioner = Partitioner.from_config(config.mesh)
+    partitioner, tokenizer = stage.start(config)
     settings = ppo_config(config)
     with partitioner.activate():
-        tokenizer = load_tokenizer_for(config)
-        prompts, report = data.prepare("prompt", stage.data_config(config, workdir), workdir,
-                                       tokenizer)
-        stage.announce("ppo", report)
-        pretrain = None
-        if config.ptx.path or config.ptx.toy_records:
-            pretrain, ptx_report = data.prepare("pretrain", stage.data_config(config, workdir, "ptx"),
-                                                workdir, tokenizer)
-            stage.announce("ppo/ptx", ptx_report)
+        prompts = stage.prepare("prompt", config, workdir, tokenizer)
+        pretrain = (stage.prepare("pretrain", config, workdir, tokenizer, "ptx")
+                    if config.ptx.path or config.ptx.toy_records else None)
 
         policy_config, policy_params = _policy(config, partitioner)
         models, value_params = _value(config, policy_config, policy_params, partitioner)
@@ -88,14 +81,7 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
         state, abstract = _ppo_state(models, dict(policy=policy_params, value=value_params), tx,
                                      settings, partitioner)
 
-        sampling = SamplingConfig.for_tokenizer(
-            tokenizer, config.sampling.max_new_tokens,
-            stop_tokens=stop_tokens(tokenizer, config.data.chat),
-            temperature=config.sampling.temperature,
-            top_k=config.sampling.top_k, top_p=config.sampling.top_p,
-            min_new_tokens=config.sampling.min_new_tokens,
-            prompt_buckets=(config.data.max_prompt_len,))
-        rollout = Rollout(models, models.policy, reward_fn, settings, sampling)
+        rollout = Rollout(models, models.policy, reward_fn, settings, _sampling(config, tokenizer))
         update = partitioner.jit(functools.partial(ppo_update, models=models, config=settings),
                                  donate_argnums=0)
         use_ptx = settings.ptx_coef > 0
@@ -112,32 +98,51 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
             metrics.update(update_metrics, train_s=time.perf_counter() - began)
             return state, metrics
 
-        encode = functools.partial(_encode_prompt, tokenizer, config.data)
-        batch = config.batch_size
-        stream = record_stream(prompts["train"], "prompt", encode, batch_size=batch,
-                               seed=config.seed)
-        if use_ptx:
-            rows = batch * config.ptx.per_episode
-            ptx = sft_stream(pretrain["train"], functools.partial(_encode_text, tokenizer,
-                                                                  config.ptx.max_len),
-                             batch_size=rows, row_len=config.ptx.max_len, seed=config.seed,
-                             kind="pretrain")
-            stream = grain.experimental.ZipIterDataset([stream, ptx]).map(
-                lambda pair: dict(pair[0], ptx=pair[1]))
+        stream = _stream(config, tokenizer, prompts, pretrain if use_ptx else None)
         evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
                               tokenizer, partitioner, judge)
         state = train(iteration, state, abstract, stream, jax.random.key(config.seed),
                       config=stage.loop_config(config, config.iterations, "episodes"),
                       workdir=workdir, partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: len(b["prompt_ids"]))
-        export_hf(policy_config, state.train.params["policy"], os.path.join(workdir, layout.POLICY),
-                  tokenizer)
-        export_hf(policy_config, state.ema, os.path.join(workdir, layout.POLICY_EMA), tokenizer)
-        if models.value is not None:
-            save_scalar_model(os.path.join(workdir, layout.VALUE_MODEL), models.value.config,
-                              state.train.params["value"], dict(value_init=config.value_init),
-                              tokenizer)
+        _export(config, models, state, tokenizer, workdir)
         return evaluate(state)
+
+
+def _sampling(config, tokenizer) -> SamplingConfig:
+    s = config.sampling
+    return SamplingConfig.for_tokenizer(
+        tokenizer, s.max_new_tokens, stop_tokens=stop_tokens(tokenizer, config.data.chat),
+        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+        min_new_tokens=s.min_new_tokens, prompt_buckets=(config.data.max_prompt_len,))
+
+
+def _stream(config, tokenizer, prompts: dict, pretrain: Optional[dict]):
+    """Batches of ``batch_size`` prompts; with ``pretrain``, each with ``ptx``: ``per_episode``
+    packed pretraining rows per prompt."""
+    encode = functools.partial(_encode_prompt, tokenizer, config.data)
+    stream = record_stream(prompts["train"], "prompt", encode, batch_size=config.batch_size,
+                           seed=config.seed)
+    if pretrain is None:
+        return stream
+    ptx = sft_stream(pretrain["train"], functools.partial(_encode_text, tokenizer,
+                                                          config.ptx.max_len),
+                     batch_size=config.batch_size * config.ptx.per_episode,
+                     row_len=config.ptx.max_len, seed=config.seed, kind="pretrain")
+    return grain.experimental.ZipIterDataset([stream, ptx]).map(
+        lambda pair: dict(pair[0], ptx=pair[1]))
+
+
+def _export(config, models: ActorCritic, state: PPOState, tokenizer, workdir: str) -> None:
+    """The policy and its EMA as Hugging Face directories, and the value model."""
+    policy_config = models.policy.config
+    export_hf(policy_config, state.train.params["policy"], os.path.join(workdir, layout.POLICY),
+              tokenizer)
+    export_hf(policy_config, state.ema, os.path.join(workdir, layout.POLICY_EMA), tokenizer)
+    if models.value is not None:
+        save_scalar_model(os.path.join(workdir, layout.VALUE_MODEL), models.value.config,
+                          state.train.params["value"], dict(value_init=config.value_init),
+                          tokenizer)
 
 
 def _optimizer(section, config, updates: int) -> OptimizerConfig:

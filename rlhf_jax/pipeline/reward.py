@@ -24,10 +24,9 @@ from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.evaluation.batched import batched_sums
 from rlhf_jax.models import ScalarHeadModel
 from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline import data, layout, stage
+from rlhf_jax.pipeline import layout, stage
 from rlhf_jax.pipeline.loop import train
-from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
-from rlhf_jax.pipeline.validate import validate_stage
+from rlhf_jax.pipeline.state import create_train_state, initial_weights
 from rlhf_jax.rl.ranking import per_prompt_ranking
 from rlhf_jax.train.optim import make_optimizer
 from rlhf_jax.train.reward import center_reward, reward_step, score_responses
@@ -35,13 +34,9 @@ from rlhf_jax.train.reward import center_reward, reward_step, score_responses
 
 def run_reward(config, workdir: str) -> dict:
     """Trains, normalizes and saves the reward model; returns its final metrics."""
-    validate_stage(config)
-    partitioner = Partitioner.from_config(config.mesh)
+    partitioner, tokenizer = stage.start(config)
     with partitioner.activate():
-        tokenizer = load_tokenizer_for(config)
-        sources, report = data.prepare("comparison", stage.data_config(config, workdir), workdir,
-                                       tokenizer)
-        stage.announce("rm", report)
+        sources = stage.prepare("comparison", config, workdir, tokenizer)
         demonstrations = _demonstration_rows(config, workdir, tokenizer)  # a bad file fails now
         encode_one = functools.partial(_encode_comparison, tokenizer, config.data)
         batch = config.batch_size

@@ -24,25 +24,19 @@ from rlhf_jax.data.loaders import sft_stream, split_records
 from rlhf_jax.data.tokenize import encode_text
 from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.models import CausalLM
-from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline import data, layout, stage
+from rlhf_jax.pipeline import layout, stage
 from rlhf_jax.pipeline.loop import train
-from rlhf_jax.pipeline.state import create_train_state, initial_weights, load_tokenizer_for
-from rlhf_jax.pipeline.validate import validate_stage
+from rlhf_jax.pipeline.state import create_train_state, initial_weights
 from rlhf_jax.train.optim import make_optimizer
 from rlhf_jax.train.sft import sft_step
 
 
 def run_sft(config, workdir: str) -> dict:
     """Trains, saves ``workdir/model``, returns the final validation metrics."""
-    validate_stage(config)
-    partitioner = Partitioner.from_config(config.mesh)
+    partitioner, tokenizer = stage.start(config)
     with partitioner.activate():
-        tokenizer = load_tokenizer_for(config)
         kind = config.data.kind
-        sources, report = data.prepare(kind, stage.data_config(config, workdir), workdir,
-                                       tokenizer)
-        stage.announce(config.stage, report)
+        sources = stage.prepare(kind, config, workdir, tokenizer)
         row_len, batch = config.data.max_len, config.batch_size
 
         if kind == "pretrain":

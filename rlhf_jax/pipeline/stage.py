@@ -1,13 +1,16 @@
-"""What every stage reads from its config: mesh, batch, optimizer, loop and data settings.
+"""What every stage does first, and what it reads from its config.
 
-The config fields are those of ``configs/sft.py`` and ``configs/rm.py``; each
-function turns one group of them into the object the library takes.
+``start`` checks the whole config and makes the partitioner and the tokenizer;
+``prepare`` readies a data section and prints what it kept; the others turn one
+config group (``configs/sft.py``, ``configs/rm.py``, ``configs/ppo.py``) into
+the object the library takes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import jax
 import ml_collections
@@ -16,7 +19,11 @@ from rlhf_jax import parallel
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.feedback import toy
 from rlhf_jax.files import write_jsonl
+from rlhf_jax.parallel import Partitioner
+from rlhf_jax.pipeline import data
 from rlhf_jax.pipeline.loop import LoopConfig
+from rlhf_jax.pipeline.state import load_tokenizer_for
+from rlhf_jax.pipeline.validate import validate_stage
 from rlhf_jax.train.optim import OptimizerConfig
 
 
@@ -51,9 +58,21 @@ def data_config(config, workdir: str, section: str = "data") -> ml_collections.C
     return section_config
 
 
-def announce(stage: str, report: dict) -> None:
-    """Prints what the data preparation kept and removed (also in ``workdir/data``)."""
+def start(config) -> tuple[Partitioner, Any]:
+    """What every stage does first: check the whole config (before any data or model is
+    touched), then make its partitioner and load its tokenizer."""
+    validate_stage(config)
+    return Partitioner.from_config(config.mesh), load_tokenizer_for(config)
+
+
+def prepare(kind: str, config, workdir: str, tokenizer, section: str = "data") -> dict:
+    """``{split: data source}`` of ``config[section]``'s records (``pipeline.data.prepare``);
+    prints what the preparation kept and removed (also in ``workdir/data``)."""
+    sources, report = data.prepare(kind, data_config(config, workdir, section), workdir, tokenizer)
     if jax.process_index() == 0:
-        print(f"[{stage}] data: {json.dumps({k: v for k, v in report.items() if k != 'skipped_lines'})}")
+        name = config.stage if section == "data" else f"{config.stage}/{section}"
+        kept = {k: v for k, v in report.items() if k != "skipped_lines"}
+        print(f"[{name}] data: {json.dumps(kept)}")
         for line in report.get("skipped_lines", []):
-            print(f"[{stage}] skipped: {line}")
+            print(f"[{name}] skipped: {line}")
+    return sources

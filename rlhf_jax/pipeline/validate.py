@@ -271,8 +271,9 @@ def _ppo(c: Section, paths: bool, context: int) -> None:
     k = c["kl"]
     k.non_negative("init_coef", "target")
     k.positive("horizon")
-    c.need("eval_prompts", lambda v: v >= config.batch_size,
-           f"must be at least one batch (batch_size={config.batch_size})")
+    c.need("eval_prompts", lambda v: v >= config.batch_size and v % config.batch_size == 0,
+           f"must be a positive multiple of batch_size={config.batch_size} (whole batches: a "
+           "rollout's metrics are batch means)")
     _optimizer(c["optimizer"])
     _optimizer(c["value_optimizer"])
     ptx = c["ptx"]

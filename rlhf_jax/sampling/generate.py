@@ -52,6 +52,24 @@ def generate(model_config: ModelConfig, params, prompt_ids, prompt_mask, rng: ja
                      config=sampling_config)
 
 
+def _pick(t, logits, done, rng, *, config: SamplingConfig):
+    """``(token, live, logp, raw, done)``: token t drawn from the model's logits (B, V) (stop
+    tokens banned before ``min_new_tokens``); finished rows get padding and log-prob 0."""
+    stops = jnp.asarray(config.stop_tokens, jnp.int32)
+    if config.stop_tokens and config.min_new_tokens:
+        banned = (t < config.min_new_tokens) & jnp.isin(jnp.arange(logits.shape[-1]), stops)
+        sample_from = jnp.where(banned, -jnp.inf, logits)
+    else:
+        sample_from = logits
+    token, logp = draw(sample_from, jax.random.fold_in(rng, t), config)
+    raw = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), token[:, None], -1)[:, 0]
+    live = ~done
+    stop = jnp.any(token[:, None] == stops[None, :], axis=1) if config.stop_tokens else \
+        jnp.zeros(token.shape, bool)
+    return (jnp.where(live, token, config.pad_token).astype(jnp.int32), live,
+            jnp.where(live, logp, 0.0), jnp.where(live, raw, 0.0), done | (live & stop))
+
+
 @functools.partial(jax.jit, static_argnames=("model_config", "config"))
 def _generate(params, prompt_ids, prompt_mask, rng, *, model_config: ModelConfig,
               config: SamplingConfig) -> Samples:
@@ -64,25 +82,7 @@ def _generate(params, prompt_ids, prompt_mask, rng, *, model_config: ModelConfig
     # Decoding reads every weight once per token: read them in the compute dtype.
     params = jax.tree.map(lambda x: x.astype(model_config.compute_dtype), params)
     model = CausalLM(model_config)
-    stops = jnp.asarray(config.stop_tokens, jnp.int32)
-
-    def is_stop(token):
-        return jnp.any(token[:, None] == stops[None, :], axis=1) if config.stop_tokens else \
-            jnp.zeros(token.shape, bool)
-
-    def pick(t, logits, done, rng):
-        """Draws token t from the model's logits (B, V); finished rows get padding."""
-        if config.stop_tokens and config.min_new_tokens:
-            banned = (t < config.min_new_tokens) & jnp.isin(jnp.arange(logits.shape[-1]), stops)
-            sample_from = jnp.where(banned, -jnp.inf, logits)
-        else:
-            sample_from = logits
-        token, logp = draw(sample_from, jax.random.fold_in(rng, t), config)
-        raw = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), token[:, None], -1)[:, 0]
-        live = ~done
-        return (jnp.where(live, token, config.pad_token).astype(jnp.int32), live,
-                jnp.where(live, logp, 0.0), jnp.where(live, raw, 0.0), done | (live & is_stop(token)))
-
+    pick = functools.partial(_pick, config=config)
     cache = constrain_cache(KVCache.init(model_config, batch, prompt_len + n))
     logits, cache = model.apply({"params": params}, prompt_ids, attention_mask=prompt_mask,
                                 cache=cache, logit_index=last_token_index(prompt_mask))

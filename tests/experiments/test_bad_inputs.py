@@ -189,7 +189,7 @@ TRAIN = {  # case -> (arguments after --workdir, what the error line names)
         [*PPO, "--config.value_init=copy"],
         ["config.value_init='copy': must be one of ('reward', 'policy', 'shared')"]),
     "eval_prompts_under_a_batch": ([*PPO, "--config.eval_prompts=4"],
-                                   ["config.eval_prompts=4: must be at least one batch"]),
+                                   ["config.eval_prompts=4: must be a positive multiple of batch_size=16"]),
     # checkpoints
     "missing_checkpoint": ([*SFT, "--config.init={in}/nowhere"],
                            ["config.init='{in}/nowhere': no such file"]),
