@@ -19,6 +19,7 @@ from experiments import cli
 from rlhf_jax import parallel
 from rlhf_jax.evaluation.report import summary
 from rlhf_jax.pipeline.instructgpt import run_instructgpt
+from rlhf_jax.pipeline.settings import settings
 
 config_flags.DEFINE_config_file("config", "configs/instructgpt.py", "pipeline config: "
                                 "configs/instructgpt.py:<preset>", lock_config=True)
@@ -29,9 +30,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    parallel.initialize_from_env(FLAGS.config.distributed)  # before anything touches devices
+    config = settings(FLAGS.config)  # typed and checked once, here
+    parallel.initialize_from_env(config.distributed)  # before anything touches devices
     began = time.perf_counter()
-    results = run_instructgpt(FLAGS.config, FLAGS.workdir)
+    results = run_instructgpt(config, FLAGS.workdir)
     print(summary(results))
     print(f"report: {FLAGS.workdir}/report.md ({time.perf_counter() - began:.1f} s)")
 

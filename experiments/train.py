@@ -19,6 +19,7 @@ from rlhf_jax import parallel
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
+from rlhf_jax.pipeline.settings import settings
 from rlhf_jax.pipeline.sft import run_sft
 
 STAGES = {"pretrain": run_sft, "sft": run_sft, "rm": run_reward, "ppo": run_ppo}
@@ -32,7 +33,8 @@ FLAGS = flags.FLAGS
 
 def run(config, workdir: str) -> dict:
     """Runs ``config.stage`` in ``workdir``; returns the stage's final metrics."""
-    parallel.initialize_from_env(config.distributed)  # first: before anything touches devices
+    config = settings(config)  # typed and checked once, here; nothing below sees a ConfigDict
+    parallel.initialize_from_env(config.distributed)  # before anything touches devices
     if config.stage not in STAGES:
         raise ConfigError(f"config.stage={config.stage!r}: must be one of {tuple(STAGES)}")
     return STAGES[config.stage](config, workdir)

@@ -49,7 +49,8 @@ def initialize_from_env(config=None) -> None:
     """
     if jax.distributed.is_initialized():
         return
-    given = lambda field, unset: None if config is None or config[field] == unset else config[field]
+    given = lambda field, unset: (None if config is None or getattr(config, field) == unset
+                                  else getattr(config, field))
     coordinator = given("coordinator", "") or os.environ.get("JAX_COORDINATOR_ADDRESS")
     count = _int(given("num_processes", 0), "JAX_NUM_PROCESSES")
     index = _int(given("process_id", -1), "JAX_PROCESS_ID")

@@ -51,7 +51,7 @@ class Partitioner:
         ``devices`` (0: every device; n: the first n), ``rules`` and ``axis_rules``."""
         devices = jax.devices()[:mesh.devices] if mesh.devices else None
         return cls(make_mesh(mesh.data, mesh.fsdp, mesh.tensor, devices),
-                   with_overrides(get_rules(mesh.rules), mesh.get("axis_rules", ())))
+                   with_overrides(get_rules(mesh.rules), getattr(mesh, "axis_rules", ())))
 
     @classmethod
     def single_device(cls, device: jax.Device | None = None) -> "Partitioner":

@@ -23,7 +23,7 @@ import os
 
 from rlhf_jax import parallel
 from rlhf_jax.data import datasets, prompt_filters
-from rlhf_jax.data.records import MAX_K, read_jsonl
+from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.errors import UserError
 from rlhf_jax.files import write_json
 from rlhf_jax.pipeline import layout
@@ -49,7 +49,7 @@ def prepare(kind: str, config, workdir: str, tokenizer) -> tuple[dict, dict]:
 
 def _write(kind: str, config, data_dir: str, tokenizer) -> dict:
     records, read = read_jsonl(config.path, kind, on_error=config.on_error,
-                               k_max=config.get("k_max", MAX_K))
+                               k_max=config.k_max)
     report = dict(source=os.path.abspath(config.path), read=read.kept + len(read.skipped),
                   skipped_invalid=len(read.skipped), skipped_lines=read.skipped[:20])
     if kind != "pretrain":  # the prompt hygiene concerns prompts only

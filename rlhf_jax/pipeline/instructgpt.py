@@ -37,7 +37,6 @@ import time
 from typing import Callable, Optional
 
 import jax
-import ml_collections
 import numpy as np
 
 from rlhf_jax import parallel
@@ -55,6 +54,7 @@ from rlhf_jax.pipeline.layout import PPO_RUNS, RESULT, Layout
 from rlhf_jax.pipeline.metrics import read_metrics
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
+from rlhf_jax.pipeline.settings import settings, with_fields
 from rlhf_jax.pipeline.sft import run_sft
 from rlhf_jax.pipeline.validate import validate_pipeline
 
@@ -86,6 +86,7 @@ def run_instructgpt(config, workdir: str, through: str = "evaluation") -> dict:
     if through not in names:
         raise ConfigError(f"through={through!r} is not a stage of this config; choose one of "
                           f"{names}")
+    config = settings(config)
     validate_pipeline(config)
     world = World(config.world.seed, config.world.users) if config.world.enabled else None
     inputs = world_inputs(config, world, workdir) if world else real_inputs(config, workdir)
@@ -161,38 +162,25 @@ def once(workdir: str, stage: Stage) -> dict:
     return result
 
 
-def stage_config(section, **fields) -> ml_collections.ConfigDict:
-    """An unlocked copy of a stage's section with the pipeline's paths filled in (``a.b`` keys
-    reach into subsections)."""
-    config = ml_collections.ConfigDict(section.to_dict())
-    for key, value in fields.items():
-        *parents, leaf = key.split(".")
-        target = config
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    return config
-
-
 def _pretrain(config, inputs: Inputs, directory: str) -> dict:
-    return run_sft(stage_config(config.pretrain, **{"data.path": inputs.pretraining,
+    return run_sft(with_fields(config.pretrain, **{"data.path": inputs.pretraining,
                                                     "data.toy_records": 0}), directory)
 
 
 def _sft(config, inputs: Inputs, base: str, directory: str) -> dict:
-    return run_sft(stage_config(config.sft, init=base, **{"data.path": inputs.demonstrations,
+    return run_sft(with_fields(config.sft, init=base, **{"data.path": inputs.demonstrations,
                                                           "data.toy_records": 0}), directory)
 
 
 def _rm(config, inputs: Inputs, sft: str, comparisons_path: str, directory: str) -> dict:
-    return run_reward(stage_config(config.rm, init=sft, **{
+    return run_reward(with_fields(config.rm, init=sft, **{
         "data.path": comparisons_path, "data.toy_records": 0,
         "normalize.path": inputs.demonstrations, "normalize.toy_records": 0}), directory)
 
 
 def _ppo(config, inputs: Inputs, sft: str, reward_model: str, ptx_coef: float, judge,
          directory: str) -> dict:
-    return run_ppo(stage_config(config.ppo, init=sft, value_init="reward", **{
+    return run_ppo(with_fields(config.ppo, init=sft, value_init="reward", **{
         "reward.path": reward_model, "reward.token_count": -1, "data.path": inputs.ppo_prompts,
         "data.toy_records": 0, "ptx.path": inputs.pretraining, "ptx.toy_records": 0,
         "ppo.ptx_coef": ptx_coef}), directory, judge)

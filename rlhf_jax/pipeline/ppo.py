@@ -17,6 +17,7 @@ the end the policy and its EMA are exported as Hugging Face directories
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -53,9 +54,10 @@ Judge = Callable[[list[str], list[str]], dict[str, float]]
 
 
 def ppo_config(config) -> PPOConfig:
+    """The ``ppo`` group with the ``kl`` group's controller (target 0: a fixed β)."""
     kl = config.kl
-    return PPOConfig(kl=KLController(kl.init_coef, kl.target or None, kl.horizon),
-                     **config.ppo.to_dict())
+    return dataclasses.replace(config.ppo, kl=KLController(kl.init_coef, kl.target or None,
+                                                           kl.horizon))
 
 
 def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
@@ -64,7 +66,7 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
     ``judge(prompts, responses) -> {'judge/<name>': mean}``, if given, also
     rates the validation samples (for example gold scores of simulated
     labelers); its means are logged with the validation metrics."""
-    partitioner, tokenizer = stage.start(config)
+    config, partitioner, tokenizer = stage.start(config)
     settings = ppo_config(config)
     with partitioner.activate():
         prompts = stage.prepare("prompt", config, workdir, tokenizer)
@@ -147,8 +149,8 @@ def _export(config, models: ActorCritic, state: PPOState, tokenizer, workdir: st
 
 def _optimizer(section, config, updates: int) -> OptimizerConfig:
     warmup = config.warmup_iterations * config.ppo.epochs * config.ppo.minibatches
-    return OptimizerConfig(total_steps=max(updates, warmup + 1), warmup_steps=warmup,
-                           **section.to_dict())
+    return OptimizerConfig(total_steps=max(updates, warmup + 1),
+                           **dataclasses.asdict(dataclasses.replace(section, warmup_steps=warmup)))
 
 
 def _ppo_state(models: ActorCritic, params: dict, tx, settings: PPOConfig,

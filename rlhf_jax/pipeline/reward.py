@@ -34,7 +34,7 @@ from rlhf_jax.train.reward import center_reward, reward_step, score_responses
 
 def run_reward(config, workdir: str) -> dict:
     """Trains, normalizes and saves the reward model; returns its final metrics."""
-    partitioner, tokenizer = stage.start(config)
+    config, partitioner, tokenizer = stage.start(config)
     with partitioner.activate():
         sources = stage.prepare("comparison", config, workdir, tokenizer)
         demonstrations = _demonstration_rows(config, workdir, tokenizer)  # a bad file fails now

@@ -33,7 +33,7 @@ from rlhf_jax.train.sft import sft_step
 
 def run_sft(config, workdir: str) -> dict:
     """Trains, saves ``workdir/model``, returns the final validation metrics."""
-    partitioner, tokenizer = stage.start(config)
+    config, partitioner, tokenizer = stage.start(config)
     with partitioner.activate():
         kind = config.data.kind
         sources = stage.prepare(kind, config, workdir, tokenizer)

@@ -8,12 +8,12 @@ the object the library takes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
 
 import jax
-import ml_collections
 
 from rlhf_jax import parallel
 from rlhf_jax.errors import ConfigError
@@ -22,6 +22,7 @@ from rlhf_jax.files import write_jsonl
 from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import data
 from rlhf_jax.pipeline.loop import LoopConfig
+from rlhf_jax.pipeline.settings import Records, settings
 from rlhf_jax.pipeline.state import load_tokenizer_for
 from rlhf_jax.pipeline.validate import validate_stage
 from rlhf_jax.train.optim import OptimizerConfig
@@ -32,7 +33,7 @@ def optimizer_config(config, steps: int) -> OptimizerConfig:
     if steps <= config.optimizer.warmup_steps:
         raise ConfigError(f"config.optimizer.warmup_steps={config.optimizer.warmup_steps}: must be "
                           f"fewer than the run's {steps} steps")
-    return OptimizerConfig(total_steps=steps, **config.optimizer.to_dict())
+    return OptimizerConfig(total_steps=steps, **dataclasses.asdict(config.optimizer))
 
 
 def loop_config(config, steps: int, unit: str) -> LoopConfig:
@@ -40,10 +41,10 @@ def loop_config(config, steps: int, unit: str) -> LoopConfig:
                       keep=config.keep_checkpoints, throughput_unit=unit, name=config.stage)
 
 
-def data_config(config, workdir: str, section: str = "data") -> ml_collections.ConfigDict:
+def data_config(config, workdir: str, section: str = "data") -> Records:
     """``config[section]``, with ``path`` pointing at generated toy records when ``toy_records``
     is set (written once to ``workdir/toy/``, by process 0)."""
-    section_config = ml_collections.ConfigDict(config[section].to_dict())
+    section_config = getattr(config, section)
     if section_config.toy_records:
         kind = section_config.kind
         path = os.path.join(workdir, "toy", f"{kind}s.jsonl")
@@ -54,15 +55,16 @@ def data_config(config, workdir: str, section: str = "data") -> ml_collections.C
                             path)
 
         parallel.on_process_zero(f"toy {section} records", write)
-        section_config.path = path
+        section_config = dataclasses.replace(section_config, path=path)
     return section_config
 
 
-def start(config) -> tuple[Partitioner, Any]:
-    """What every stage does first: check the whole config (before any data or model is
-    touched), then make its partitioner and load its tokenizer."""
+def start(config) -> tuple[Any, Partitioner, Any]:
+    """What every stage does first: its config as typed settings, checked whole (before any data
+    or model is touched), then its partitioner and its tokenizer."""
+    config = settings(config)
     validate_stage(config)
-    return Partitioner.from_config(config.mesh), load_tokenizer_for(config)
+    return config, Partitioner.from_config(config.mesh), load_tokenizer_for(config)
 
 
 def prepare(kind: str, config, workdir: str, tokenizer, section: str = "data") -> dict:

@@ -42,13 +42,12 @@ def load_tokenizer_for(config):
 
 def initial_weights(config, partitioner: Partitioner) -> tuple[ModelConfig, Optional[dict]]:
     """``(ModelConfig, pretrained CausalLM params or None for random init)``."""
-    model = dict(config.model)
+    model = config.model
     if not config.init:
-        return ModelConfig.from_dict(model), None
-    loaded, params = load_pretrained(config.init, dtype=model["dtype"],
-                                     param_dtype=model["param_dtype"], mesh=partitioner.mesh,
-                                     rules=partitioner.rules)
-    return loaded.replace(**{k: model[k] for k in RUNTIME_FIELDS}), params
+        return model, None
+    loaded, params = load_pretrained(config.init, dtype=model.dtype, param_dtype=model.param_dtype,
+                                     mesh=partitioner.mesh, rules=partitioner.rules)
+    return loaded.replace(**{k: getattr(model, k) for k in RUNTIME_FIELDS}), params
 
 
 def create_train_state(module: nn.Module, tx: optax.GradientTransformation,

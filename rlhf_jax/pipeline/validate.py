@@ -8,11 +8,12 @@ path), naming the key, its value and what is allowed::
 
     config.ppo.sampling.top_p=1.5: must be in (0, 1]
 
-Types are ml_collections' business (a locked, type-safe ConfigDict rejects an
-unknown field or a string for an int, and ``--config.x=ture`` for a bool);
-this module checks ranges, choices, the relations between fields (minibatches
-that divide the batch, prompt plus response within the model's context, mesh
-sizes that divide the devices) and that the named files exist.
+Both take a ConfigDict or its typed settings (``pipeline.settings``, which checks
+fields and types: ml_collections has already refused an unknown field or a
+string for an int on the command line, ``--config.x=ture`` for a bool); this
+module checks ranges, choices, the relations between fields (minibatches that
+divide the batch, prompt plus response within the model's context, mesh sizes
+that divide the devices) and that the named files exist.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from rlhf_jax.checkpoints import read_model_config
 from rlhf_jax.checkpoints.scalar_model import CONFIG_FILE
 from rlhf_jax.data.records import MAX_K, MIN_K
 from rlhf_jax.errors import ConfigError, MissingFileError
-from rlhf_jax.models import ModelConfig
 from rlhf_jax.pipeline.inputs import IMPORTERS
+from rlhf_jax.pipeline.settings import settings
 from rlhf_jax.train.optim import DECAY
 
 STAGES = ("pretrain", "sft", "rm", "ppo")
@@ -44,13 +45,13 @@ class Section:
         self.config, self.name = config, name
 
     def __getitem__(self, key: str) -> "Section":
-        return Section(self.config[key], f"{self.name}.{key}")
+        return Section(getattr(self.config, key), f"{self.name}.{key}")
 
     def value(self, key: str) -> Any:
-        return self.config[key]
+        return getattr(self.config, key)
 
     def need(self, key: str, ok: Callable[[Any], bool], allowed: str) -> None:
-        value = self.config[key]
+        value = getattr(self.config, key)
         if not ok(value):
             raise ConfigError(f"{self.name}.{key}={value!r}: {allowed}")
 
@@ -72,16 +73,9 @@ class Section:
 
     def path(self, key: str) -> None:
         """An optional path ("" = not given) that must exist when given."""
-        value = self.config[key]
+        value = getattr(self.config, key)
         if value and not os.path.exists(value):
             raise MissingFileError(f"{self.name}.{key}={value!r}: no such file or directory")
-
-    def build(self, make: Callable[[], Any]) -> Any:
-        """``make()``, with a library object's own validation error named by this section."""
-        try:
-            return make()
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{self.name}: {e}") from None
 
 
 def validate_stage(config, name: str = "config", paths: bool = True,
@@ -89,7 +83,7 @@ def validate_stage(config, name: str = "config", paths: bool = True,
     """Checks a stage config. ``paths=False`` skips the data and model paths (the pipeline
     fills them in later); ``context`` is the model's length limit when known (else read from
     ``config.init`` or ``config.model``)."""
-    c = Section(config, name)
+    c = Section(settings(config), name)
     c.choice("stage", STAGES)
     context = context or _context(c, paths)
     _common(c, paths)
@@ -115,6 +109,7 @@ def validate_stage(config, name: str = "config", paths: bool = True,
 
 def validate_pipeline(config) -> None:
     """Checks the whole InstructGPT config, every stage section included."""
+    config = settings(config)
     c = Section(config, "config")
     c.non_negative("seed", "ptx_coef")
     c.positive("rounds")
@@ -147,7 +142,7 @@ def validate_pipeline(config) -> None:
         validate_stage(config.pretrain, "config.pretrain", paths=False)
         context = config.pretrain.model.max_seq_len
     for stage in ("sft", "rm", "ppo"):
-        validate_stage(config[stage], f"config.{stage}", paths=False, context=context)
+        validate_stage(getattr(config, stage), f"config.{stage}", paths=False, context=context)
 
 
 def _context(c: Section, paths: bool) -> int:
@@ -162,7 +157,6 @@ def _common(c: Section, paths: bool) -> None:
     c.non_negative("seed")
     if paths:
         c.path("init")
-    c["model"].build(lambda: ModelConfig.from_dict(c.value("model")))
     _mesh(c["mesh"])
     c.positive("batch_size", "save_every", "keep_checkpoints")
     c.non_negative("eval_every")
@@ -186,7 +180,7 @@ def _mesh(m: Section) -> None:
     if jax.process_count() > 1:  # a mesh must hold devices of every process
         m.need("devices", lambda v: v == 0,
                f"must be 0: a run on {jax.process_count()} processes uses every device")
-    for rule in m.value("axis_rules") if "axis_rules" in m.config else ():
+    for rule in m.value("axis_rules"):
         m.need("axis_rules", lambda v: len(rule) == 2 and isinstance(rule[0], str),
                "must be pairs (logical axis name, mesh axes)")
     count = m.value("devices") or available
@@ -208,14 +202,11 @@ def _records(d: Section, paths: bool) -> None:
         d.need("path", lambda v: v or d.value("toy_records") > 0,
                f"is empty: give a JSON Lines file of {d.value('kind')} records, or set "
                f"{d.name}.toy_records")
-    if "split_fractions" in d.config:
-        d.need("split_fractions", lambda v: len(v) == 3 and min(v) >= 0 and
-               math.isclose(sum(v), 1.0) and v[0] > 0 and v[1] > 0,
-               "must be three fractions (train, validation, test) >= 0 summing to 1, with "
-               "train and validation > 0")
-    for key in ("max_prompt_tokens", "max_per_user"):
-        if key in d.config:
-            d.positive(key)
+    d.need("split_fractions", lambda v: len(v) == 3 and min(v) >= 0 and
+           math.isclose(sum(v), 1.0) and v[0] > 0 and v[1] > 0,
+           "must be three fractions (train, validation, test) >= 0 summing to 1, with "
+           "train and validation > 0")
+    d.positive("max_prompt_tokens", "max_per_user")
 
 
 def _optimizer(o: Section) -> None:
