@@ -72,6 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every = 10
     c.save_every = 10
     c.keep_checkpoints = 2
+    c.log_every = 1  # iterations between metric fetches (as in configs/sft.py; each is long)
+    c.profile_steps = (0, 0)  # iterations a..b traced to workdir/profile; (0, 0) = off
     c.data.toy_records = args.records
     if args.name == "tiny":
         c.ptx.toy_records = 2000

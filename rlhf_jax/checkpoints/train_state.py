@@ -46,6 +46,12 @@ class TrainCheckpoints:
                                   extra=ocp.args.JsonSave(extra or {}))
         return self.manager.save(step, args=args, force=force)
 
+    def due(self, step: int) -> bool:
+        """Whether orbax's policy saves ``step``: every ``save_every`` steps, the first step of
+        an empty directory, jax's preemption sync point. The loop asks once, checks the step's
+        metrics, then saves with ``force=True``."""
+        return self.manager.should_save(step)
+
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
 

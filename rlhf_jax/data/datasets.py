@@ -9,10 +9,16 @@ resumed run reads exactly the data it started with.
     write_records("comparison", {"train": [...], "validation": [...]}, data_dir)
     sources = read_records("comparison", data_dir)   # {"train": ArrayRecordDataSource, ...}
     comparison = to_record("comparison", sources["train"][0])
+
+Writing prints nothing: TFDS's "Downloading and preparing dataset …" and "Dataset …
+downloaded and prepared to …" lines (``termcolor`` prints to stdout, for datasets
+it downloads) and its progress bars per split are off, since nothing is downloaded
+and the stage prints its own summary of what it kept (``pipeline.stage.announce``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -20,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 from rlhf_jax.data.records import Comparison, Demonstration, PretrainText, Prompt
 
@@ -39,6 +46,12 @@ class _RecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def __init__(self, *, splits: Mapping[str, Sequence[Any]] | None = None, **kwargs):
         self._splits = splits
         super().__init__(file_format="array_record", **kwargs)
+
+    def _log_download_bytes(self) -> None:
+        """TFDS prints the download size here; there is no download."""
+
+    def _log_download_done(self) -> None:
+        """TFDS prints "downloaded and prepared to …" here; the stage reports its data itself."""
 
     def _info(self) -> tfds.core.DatasetInfo:
         fields = dataclasses.fields(RECORD_TYPES[self.KIND])
@@ -90,7 +103,20 @@ def _builder(kind: str, data_dir: str, splits=None) -> _RecordsBuilder:
 
 def write_records(kind: str, splits: Mapping[str, Sequence[Any]], data_dir: str) -> None:
     """Prepares the ``kind`` dataset in ``data_dir`` from records per split (kept if already there)."""
-    _builder(kind, data_dir, splits).download_and_prepare()
+    with _without_progress_bars():
+        _builder(kind, data_dir, splits).download_and_prepare()
+
+
+@contextlib.contextmanager
+def _without_progress_bars():
+    """TFDS's progress bars off while inside, then as they were (TFDS offers a setter only, so its
+    flag is read)."""
+    shown = tqdm_utils._active
+    tfds.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(shown)
 
 
 def is_prepared(kind: str, data_dir: str) -> bool:

@@ -86,12 +86,14 @@ def on_process_zero(name: str, write: Callable[[], Any]) -> None:
 def to_host(tree) -> Any:
     """Global arrays as NumPy arrays, whole on every process. ``jax.device_get`` alone fails on an
     array split over devices of other processes: those are gathered (``process_allgather``, a
-    collective: every process must call this); replicated ones are read from a local copy."""
+    collective: every process must call this); replicated ones are read from a local copy. The
+    rest of the tree is fetched by one ``jax.device_get``, which starts every copy before
+    waiting for any."""
 
-    def one(x):
+    def gather(x):
         if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
             from jax.experimental import multihost_utils
             return multihost_utils.process_allgather(x, tiled=True)
-        return jax.device_get(x)
+        return x
 
-    return jax.tree.map(one, tree)
+    return jax.device_get(jax.tree.map(gather, tree))

@@ -8,6 +8,14 @@ batches, same updates, same metrics. It stops by itself after a step when asked
 to (SIGTERM or Ctrl-C, ``pipeline.preemption``): that step is checkpointed and
 written before ``Preempted`` is raised. Killed outright, it resumes from the
 newest checkpoint that restores.
+
+A step does not wait for the device: its metrics stay there until the next
+fetch (``MetricsWindow``), every ``log_every`` steps and wherever the host must
+know them: before each checkpoint (a state is saved only after its metrics were
+checked finite), before each validation, at a stop asked for by a signal, at
+the last step, and after the first step of a run (so its compilation is timed
+alone). ``preemption.should_stop`` is still asked every step (host-only;
+on several processes jax's sync point, which wants every step).
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from tqdm import tqdm
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import preemption
-from rlhf_jax.pipeline.metrics import MetricsLog, to_floats
+from rlhf_jax.pipeline.metrics import MetricsLog, MetricsWindow
+from rlhf_jax.pipeline.overview import parameter_overview
+from rlhf_jax.pipeline.profiling import StepProfile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +45,8 @@ class LoopConfig:
     keep: int = 2  # checkpoints kept
     throughput_unit: str = "tokens"  # what ``count_units(batch)`` counts, for the progress bar
     name: str = "training"  # the stage, as messages name it
+    log_every: int = 1  # steps between metric fetches (and wherever the host needs them)
+    profile_steps: tuple[int, int] = (0, 0)  # steps traced into workdir/profile; (0, 0): off
 
 
 def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: jax.Array, *,
@@ -46,51 +58,76 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
     ``abstract`` is the state's abstract sharded tree (the restore target);
     ``stream`` a grain dataset of global host batches (the same on every
     process); ``evaluate(state)`` returns validation metrics. Metrics go to
-    ``workdir/metrics.jsonl`` and TensorBoard;
-    a non-finite metric stops the run with ``NonFiniteError``, after the
-    checkpoints already started are safely on disk; a stop asked for by a signal
+    ``workdir/metrics.jsonl`` and TensorBoard, fetched every ``config.log_every``
+    steps (see the module's docstring); a non-finite metric stops the run with
+    ``NonFiniteError`` naming its step, after the checkpoints already started are
+    safely on disk; a stop asked for by a signal
     raises ``preemption.Preempted`` once the current step is checkpointed. Returns
     the final state.
     """
     checkpoints = TrainCheckpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep,
                                    save_every=config.save_every)
-    iterator = iter(stream)
-    start = 0
-    restored = checkpoints.restore_latest(abstract)
-    if restored:
-        start, state, extra = restored
-        iterator.set_state(extra["data"])
+    start, state, iterator = _resume(checkpoints, abstract, state, stream)
+    if jax.process_index() == 0:
+        print(parameter_overview(state.params))
     log = MetricsLog(workdir, resume_step=start)
+    window = MetricsWindow(log, config.throughput_unit)
+    profile = StepProfile(config.profile_steps, os.path.join(workdir, "profile"))
     bar = tqdm(total=config.steps, initial=start, desc=os.path.basename(workdir.rstrip("/")),
                disable=jax.process_index() != 0, dynamic_ncols=True)
     try:
         if evaluate is not None and start == 0:
-            log.write(0, "validation", evaluate(state))
+            _validate(log, 0, evaluate(state))
         for step in range(start + 1, config.steps + 1):
-            host_batch = next(iterator)
             began = time.perf_counter()
-            state, metrics = step_fn(state, partitioner.shard_batch(host_batch), rng)
-            metrics = to_floats(metrics)  # waits for the step
-            seconds = time.perf_counter() - began
-            units = count_units(host_batch)  # the global batch, on every process
-            metrics.update(step_seconds=seconds, **{f"{config.throughput_unit}_per_s": units / seconds})
-            log.write(step, "train", metrics)
-            if evaluate is not None and (step == config.steps or
-                                         (config.eval_every and step % config.eval_every == 0)):
-                log.write(step, "validation", evaluate(state))
-            stop = preemption.should_stop(step)
-            checkpoints.save(step, state, extra=dict(data=iterator.get_state(), step=step),
-                             force=step == config.steps or stop)
+            host_batch = next(iterator)
+            with profile.step(step):
+                state, metrics = step_fn(state, partitioner.shard_batch(host_batch), rng)
+            window.add(step, metrics, count_units(host_batch), began)
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}",
-                            **{f"{config.throughput_unit}/s": f"{units / seconds:.0f}"})
-            if stop and step < config.steps:
+            stop, last = preemption.should_stop(step), step == config.steps
+            evaluating = evaluate is not None and (last or (config.eval_every > 0 and
+                                                            step % config.eval_every == 0))
+            saving = stop or last or checkpoints.due(step)
+            if (saving or evaluating or step == start + 1 or step % config.log_every == 0
+                    or profile.edges(step)):
+                _show(bar, window.fetch(), config.throughput_unit)  # raises if not finite
+            profile.after(step)
+            if evaluating:
+                _validate(log, step, evaluate(state))
+            if saving:
+                checkpoints.save(step, state, extra=dict(data=iterator.get_state(), step=step),
+                                 force=True)
+            if stop and not last:
                 checkpoints.wait()
                 raise preemption.Preempted(preemption.requested() or signal.SIGTERM, step,
                                            config.name)
     finally:
+        profile.close()
         bar.close()
         log.close()
         checkpoints.wait()
         checkpoints.close()
     return state
+
+
+def _resume(checkpoints: TrainCheckpoints, abstract: Any, state: Any, stream: Iterable):
+    """``(start step, state, data iterator)``: from the newest checkpoint that restores, if any."""
+    iterator = iter(stream)
+    restored = checkpoints.restore_latest(abstract)
+    if not restored:
+        return 0, state, iterator
+    start, state, extra = restored
+    iterator.set_state(extra["data"])
+    return start, state, iterator
+
+
+def _validate(log: MetricsLog, step: int, metrics: Mapping[str, float]) -> None:
+    log.write(step, "validation", metrics)
+    log.flush()
+
+
+def _show(bar: tqdm, metrics: Mapping[str, float], unit: str) -> None:
+    """The progress bar's loss and throughput: the latest fetched step's."""
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}",
+                    **{f"{unit}/s": f"{metrics[f'{unit}_per_s']:.0f}"})

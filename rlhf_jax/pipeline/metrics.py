@@ -3,9 +3,13 @@
 ``workdir/metrics.jsonl`` holds ``{"step", "split", <metric>: value, …}`` lines;
 ``workdir/tensorboard/`` holds the same scalars as ``<split>/<metric>``. A run
 resumed at step s first drops the lines (and TensorBoard points) after s, so a
-resumed run's log reads as one uninterrupted run. Each line is flushed as it is
-written; a last line cut short by ``kill -9`` is dropped on resume (with a
-warning), and the kept lines are rewritten atomically.
+resumed run's log reads as one uninterrupted run. The file stays open for the
+run and is flushed at each fetch (``flush``); a last line cut short by ``kill -9``
+is dropped on resume (with a warning), and the kept lines are rewritten atomically.
+
+``MetricsWindow`` keeps train metrics on the device between fetches, so a step
+does not wait for the one before it: one host transfer per window, still one line
+per step.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Mapping
+import time
+from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
@@ -47,11 +52,6 @@ def check_finite(step: int, split: str, metrics: Mapping[str, float]) -> None:
                              "intact: lower the learning rate or check the data, then resume.")
 
 
-def to_floats(metrics: Mapping) -> dict[str, float]:
-    """Device scalars to Python floats (one transfer)."""
-    return {k: float(np.asarray(v)) for k, v in parallel.to_host(dict(metrics)).items()}
-
-
 class MetricsLog:
     """Appends metrics to ``metrics.jsonl`` and TensorBoard; only process 0 writes."""
 
@@ -74,14 +74,58 @@ class MetricsLog:
         if self.writer is None:
             return
         self.file.write(json.dumps(dict(step=step, split=split, **metrics)) + "\n")
-        self.file.flush()
         for key, value in metrics.items():
             self.writer.add_scalar(f"{split}/{key}", value, step)
+
+    def flush(self) -> None:
+        """Hands the lines written so far to the operating system (a kill then keeps them)."""
+        if self.file is not None:
+            self.file.flush()
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.file.close()
+
+
+class MetricsWindow:
+    """Train metrics of the steps since the last fetch, still on the device.
+
+    ``add`` after each step costs nothing (no host sync); ``fetch`` transfers every
+    pending step's metrics at once (``parallel.to_host``, a collective where arrays
+    span processes, so every process fetches at the same steps) and writes one line
+    per step, in order: the first non-finite one raises ``NonFiniteError`` naming
+    its own step, after the steps before it are written. Wall-clock metrics are the
+    window's: ``step_seconds`` is its time (data, dispatch and compute, from the
+    first step's batch to the fetch) divided by its steps, ``<unit>_per_s`` its
+    units over that time; a window of one step times that step alone.
+    """
+
+    def __init__(self, log: MetricsLog, unit: str):
+        self.log, self.unit = log, unit
+        self.pending: list[tuple[int, Any, int]] = []  # (step, device metrics, units)
+        self.began: Optional[float] = None
+
+    def add(self, step: int, metrics: Mapping, units: int, began: float) -> None:
+        """Keeps a step's metrics; ``began`` is when the step started (asked for its batch)."""
+        if self.began is None:
+            self.began = began
+        self.pending.append((step, metrics, units))
+
+    def fetch(self) -> dict[str, float]:
+        """Writes and flushes the lines of the steps added since the last fetch (one at least);
+        returns the last one."""
+        pending, self.pending = self.pending, []
+        values = parallel.to_host([dict(metrics) for _, metrics, _ in pending])
+        seconds = time.perf_counter() - self.began
+        self.began = None
+        wall = dict(step_seconds=seconds / len(pending),
+                    **{f"{self.unit}_per_s": sum(u for _, _, u in pending) / seconds})
+        for (step, _, _), metrics in zip(pending, values):
+            row = {k: float(np.asarray(v)) for k, v in metrics.items()} | wall
+            self.log.write(step, "train", row)
+        self.log.flush()
+        return row
 
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict]:

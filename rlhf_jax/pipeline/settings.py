@@ -93,6 +93,8 @@ class Stage:
     eval_every: int
     save_every: int
     keep_checkpoints: int
+    log_every: int
+    profile_steps: tuple
     distributed: Distributed = Distributed()
     normalize: Optional[Records] = None  # the RM's demonstrations to score 0 on average
 
@@ -144,6 +146,8 @@ class PPO:
     eval_every: int
     save_every: int
     keep_checkpoints: int
+    log_every: int
+    profile_steps: tuple
     distributed: Distributed = Distributed()
 
 

@@ -38,7 +38,8 @@ def optimizer_config(config, steps: int) -> OptimizerConfig:
 
 def loop_config(config, steps: int, unit: str) -> LoopConfig:
     return LoopConfig(steps=steps, eval_every=config.eval_every, save_every=config.save_every,
-                      keep=config.keep_checkpoints, throughput_unit=unit, name=config.stage)
+                      keep=config.keep_checkpoints, throughput_unit=unit, name=config.stage,
+                      log_every=config.log_every, profile_steps=tuple(config.profile_steps))
 
 
 def data_config(config, workdir: str, section: str = "data") -> Records:

@@ -158,8 +158,12 @@ def _common(c: Section, paths: bool) -> None:
     if paths:
         c.path("init")
     _mesh(c["mesh"])
-    c.positive("batch_size", "save_every", "keep_checkpoints")
+    c.positive("batch_size", "save_every", "keep_checkpoints", "log_every")
     c.non_negative("eval_every")
+    c.need("profile_steps", lambda v: len(v) == 2 and all(isinstance(s, int) for s in v) and
+           (tuple(v) == (0, 0) or 1 <= v[0] <= v[1]),
+           "must be (first, last) steps with 1 <= first <= last, or (0, 0) for no trace "
+           "(on the command line: --config.profile_steps=5,7)")
     processes = jax.process_count()
     c.need("batch_size", lambda v: v % processes == 0,
            f"must split evenly over the {processes} processes")

@@ -45,6 +45,11 @@ class PPOState:
     kl_coef: jax.Array  # β, the KL controller's state
     iteration: jax.Array  # completed iterations
 
+    @property
+    def params(self) -> dict:
+        """The trained parameters ``{'policy', 'value'}``, named as a TrainState names them."""
+        return self.train.params
+
 
 def ppo_optimizer(policy: OptimizerConfig, value: OptimizerConfig) -> optax.GradientTransformation:
     """Separate AdamW (and clipping) for ``params['policy']`` and ``params['value']``."""

@@ -29,6 +29,16 @@ def test_records_round_trip_through_array_record(kind, tmp_path):
     assert list((tmp_path).rglob("*.array_record*")), "stored as array_record"
 
 
+def test_writing_records_prints_nothing_and_leaves_tfds_progress_bars_as_they_were(tmp_path,
+                                                                                  capfd):
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    shown = tqdm_utils._active
+    datasets.write_records("prompt", {"train": RECORDS["prompt"]}, str(tmp_path))
+    assert capfd.readouterr() == ("", "")
+    assert tqdm_utils._active == shown
+
+
 def demonstration_source(n=40):
     return [dict(prompt=f"prompt {i}".encode(), response=("r" * (1 + i % 7)).encode(),
                  user_id=b"", category=b"") for i in range(n)]

@@ -158,6 +158,10 @@ TRAIN = {  # case -> (arguments after --workdir, what the error line names)
                   ["config.sampling.top_p=1.5: must be in (0, 1]"]),
     "negative_temperature": ([*PPO, "--config.sampling.temperature=-0.5"],
                              ["config.sampling.temperature=-0.5: must be >= 0"]),
+    "log_every_0": ([*SFT, "--config.log_every=0"], ["config.log_every=0: must be positive"]),
+    "profile_steps_reversed": (
+        [*SFT, "--config.profile_steps=7,5"],
+        ["config.profile_steps=(7, 5): must be (first, last) steps with 1 <= first <= last"]),
     "b2_of_1": ([*SFT, "--config.optimizer.b2=1"], ["config.optimizer.b2=1.0: must be in [0, 1)"]),
     "mesh_does_not_fit": ([*SFT, "--config.mesh.data=3"],
                           ["config.mesh: data=3, fsdp=1, tensor=1 do not fit 1 devices"]),

@@ -34,7 +34,10 @@ def test_a_signal_checkpoints_the_step_in_flight_and_the_rerun_ends_as_uninterru
     assert process.returncode == 128 + signum, output[-3000:]
     stopped = int(re.search(rf"stopped at step (\d+) of {STAGE}; run the same command to resume",
                             output).group(1))
-    assert signalled_after <= stopped <= signalled_after + 2
+    # Metrics reach the file at fetches, here at least at every checkpoint (3 steps): the line
+    # waited for may trail the loop by a window, the loop may be waiting at the next fetch when
+    # the signal comes, and it stops after the step it dispatches next.
+    assert signalled_after <= stopped <= signalled_after + 2 * runs.SAVE_EVERY[STAGE]
     assert runs.latest_checkpoint(workdir) == stopped
     rows = runs.metrics(workdir)
     assert max(r["step"] for r in rows) == stopped
