@@ -35,7 +35,7 @@ def fake_step(bad_step: int):
 
 def run(workdir, steps=12, bad_step=0, **fields):
     mesh = parallel.make_mesh(-1, 1, 1, jax.devices()[:1])
-    rules = parallel.get_rules("fsdp")
+    partitioner = parallel.Partitioner(mesh, parallel.get_rules("fsdp"))
     state = jax.device_put(
         TrainState.create(apply_fn=None, params=dict(w=jnp.zeros(4)), tx=optax.sgd(0.1)),
         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
@@ -45,7 +45,7 @@ def run(workdir, steps=12, bad_step=0, **fields):
               .batch(BATCH).to_iter_dataset())
     config = loop.LoopConfig(steps=steps, throughput_unit="rows", keep=10, **fields)
     return loop.train(fake_step(bad_step), state, abstract, stream, jax.random.key(0),
-                      config=config, workdir=str(workdir), mesh=mesh, rules=rules,
+                      config=config, workdir=str(workdir), partitioner=partitioner,
                       count_units=lambda b: len(b["x"]))
 
 
