@@ -10,7 +10,6 @@ import pytest
 
 from tests.experiments import runs
 
-pytestmark = pytest.mark.slow
 STAGE = "ppo"
 
 

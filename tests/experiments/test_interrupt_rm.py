@@ -4,7 +4,6 @@ import pytest
 
 from tests.experiments import runs
 
-pytestmark = pytest.mark.slow
 STAGE = "rm"
 
 

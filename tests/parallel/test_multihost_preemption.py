@@ -12,13 +12,11 @@ import signal
 import time
 
 import numpy as np
-import pytest
 from safetensors.numpy import load_file
 
 from rlhf_jax.pipeline.metrics import read_metrics
 from tests.parallel.processes import finish, free_port, joined, start
 
-pytestmark = pytest.mark.slow
 
 SFT = ["-m", "experiments.train", "--config=configs/sft.py:tiny,records=150", "--config.steps=10",
        "--config.data.max_len=128", "--config.mesh.devices=0", "--config.save_every=4",

@@ -20,7 +20,6 @@ from rlhf_jax.checkpoints.scalar_model import load_scalar_model
 from rlhf_jax.pipeline.metrics import read_metrics
 from tests.parallel.processes import finish, free_port, joined, start
 
-pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-5
 TIMING = re.compile(r"(_s|_per_s|_seconds)$")  # step_seconds, tokens_per_s, generate_s, train_s …

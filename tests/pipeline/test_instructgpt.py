@@ -109,7 +109,6 @@ def copy_without_last_ppo_ptx(straight: str, workdir: str) -> None:
         or (d == os.path.join(straight, "round2") and n == "ppo_ptx")])
 
 
-@pytest.mark.slow
 def test_sigterm_stops_the_pipeline_entry_point_and_the_same_command_resumes(
         micro_pipeline, tmp_path):
     """``python -m experiments.instructgpt`` sent SIGTERM in round 2's PPO-ptx stage: it names
