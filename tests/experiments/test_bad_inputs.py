@@ -5,11 +5,10 @@ fault (the config key and value; the file, line and field; the checkpoint file, 
 field), without a traceback, and must leave the files an earlier run left in its workdir as
 they were.
 
-The ``experiments.train`` cases run in this process, ``experiments.instructgpt``'s and
-``experiments.generate``'s in one process per entry point (``tests/experiments/entry.py``:
-their flags cannot share a process), and one case of each entry point also runs as a real
-``python -m`` process. In arguments and messages ``{in}`` is the directory of bad inputs and
-``{wd}`` the case's workdir.
+Each entry point's cases run together in one process of their own
+(``tests/experiments/entry.py``: a test process may hold another entry point's flags), and one
+case of each entry point also runs as a real ``python -m`` process. In arguments and messages
+``{in}`` is the directory of bad inputs and ``{wd}`` the case's workdir.
 """
 
 from __future__ import annotations

@@ -6,20 +6,10 @@ import random
 import re
 import signal
 
-import pytest
-
 from tests.experiments import runs
+from tests.metrics_log import wait_for_step
 
-pytestmark = pytest.mark.slow
 STAGE = "ppo"
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("reference") / "run")
-    status, output = runs.run(STAGE, workdir)
-    assert status == 0, output[-3000:]
-    return runs.outcome(STAGE, workdir)
 
 
 def test_sigterm_checkpoints_the_iteration_in_flight_and_the_rerun_ends_as_uninterrupted(
@@ -27,7 +17,7 @@ def test_sigterm_checkpoints_the_iteration_in_flight_and_the_rerun_ends_as_unint
     workdir = str(tmp_path / "run")
     signalled_after = random.Random(18).randint(2, runs.STEPS[STAGE] - 3)
     process = runs.start(STAGE, workdir)
-    runs.wait_for_step(process, workdir, signalled_after)
+    wait_for_step([process], workdir, signalled_after)
     seconds = runs.stop(process, signal.SIGTERM)
     output = runs.finish(process)
     assert process.returncode == 128 + signal.SIGTERM, output[-3000:]

@@ -1,19 +1,8 @@
 """The reward-model stage, killed (SIGKILL) at six moments, ends exactly as an uninterrupted run."""
 
-import pytest
-
 from tests.experiments import runs
 
-pytestmark = pytest.mark.slow
 STAGE = "rm"
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("reference") / "run")
-    status, output = runs.run(STAGE, workdir)
-    assert status == 0, output[-3000:]
-    return runs.outcome(STAGE, workdir)
 
 
 def test_sigkill_at_six_moments_and_the_reruns_end_as_uninterrupted(reference, tmp_path):

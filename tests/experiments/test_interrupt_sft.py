@@ -9,17 +9,9 @@ import signal
 import pytest
 
 from tests.experiments import runs
+from tests.metrics_log import wait_for_step
 
-pytestmark = pytest.mark.slow
 STAGE = "sft"
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("reference") / "run")
-    status, output = runs.run(STAGE, workdir)
-    assert status == 0, output[-3000:]
-    return runs.outcome(STAGE, workdir)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
@@ -28,7 +20,7 @@ def test_a_signal_checkpoints_the_step_in_flight_and_the_rerun_ends_as_uninterru
     workdir = str(tmp_path / "run")
     signalled_after = random.Random(16 + signum).randint(2, runs.STEPS[STAGE] - 4)
     process = runs.start(STAGE, workdir)
-    runs.wait_for_step(process, workdir, signalled_after)
+    wait_for_step([process], workdir, signalled_after)
     seconds = runs.stop(process, signum)
     output = runs.finish(process)
     assert process.returncode == 128 + signum, output[-3000:]

@@ -1,7 +1,7 @@
 """One process of the two-process test: 4 local CPU devices, one 8-device mesh, one forward pass.
 
 Usage: python -m tests.parallel.multihost_worker PORT PROCESS_ID OUT.npy, started by
-``tests.parallel.processes.start`` (which gives it 4 CPU devices).
+``tests.processes.start`` (which gives it 4 CPU devices).
 """
 
 import sys

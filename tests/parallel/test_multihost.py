@@ -10,7 +10,7 @@ import configs.common
 from rlhf_jax import parallel
 from rlhf_jax.parallel import distributed
 from tests.parallel.multihost_reference import MESH, RULES, inputs, model
-from tests.parallel.processes import finish, free_port, joined, start
+from tests.processes import finish, free_port, joined, start
 
 
 def test_two_processes_match_one(tmp_path):

@@ -9,21 +9,17 @@ the other in a collective.
 import os
 import re
 import signal
-import time
 
 import numpy as np
-import pytest
 from safetensors.numpy import load_file
 
-from rlhf_jax.pipeline.metrics import read_metrics
-from tests.parallel.processes import finish, free_port, joined, start
+from tests.metrics_log import timeless_metrics, wait_for_step
+from tests.processes import finish, free_port, joined, start
 
-pytestmark = pytest.mark.slow
 
 SFT = ["-m", "experiments.train", "--config=configs/sft.py:tiny,records=150", "--config.steps=10",
        "--config.data.max_len=128", "--config.mesh.devices=0", "--config.save_every=4",
        "--config.eval_every=5", "--config.optimizer.warmup_steps=0"]
-TIMING = re.compile(r"(_s|_per_s|_seconds)$")
 
 
 def two_processes(workdir: str) -> list:
@@ -33,8 +29,8 @@ def two_processes(workdir: str) -> list:
 
 
 def outcome(workdir: str) -> tuple[dict, list]:
-    rows = [{k: v for k, v in r.items() if not TIMING.search(k)} for r in read_metrics(workdir)]
-    return load_file(os.path.join(workdir, "model", "model.safetensors")), rows
+    return load_file(os.path.join(workdir, "model", "model.safetensors")), \
+        timeless_metrics(workdir)
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_they_resume_exactly(tmp_path):
@@ -43,10 +39,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_they_resume_exactly(t
 
     workdir = str(tmp_path / "stopped")
     processes = two_processes(workdir)
-    log = os.path.join(workdir, "metrics.jsonl")
-    while not (os.path.exists(log) and '"step": 3, "split": "train"' in open(log).read()):
-        assert all(p.poll() is None for p in processes)
-        time.sleep(0.05)
+    wait_for_step(processes, workdir, 3)
     processes[1].send_signal(signal.SIGTERM)
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [128 + signal.SIGTERM] * 2, outputs

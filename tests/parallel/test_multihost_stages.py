@@ -10,20 +10,17 @@ it forever in a collective).
 
 import json
 import os
-import re
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
 from rlhf_jax.checkpoints.scalar_model import load_scalar_model
-from rlhf_jax.pipeline.metrics import read_metrics
-from tests.parallel.processes import finish, free_port, joined, start
+from tests.metrics_log import timeless_metrics
+from tests.processes import finish, free_port, joined, start
 
-pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-5
-TIMING = re.compile(r"(_s|_per_s|_seconds)$")  # step_seconds, tokens_per_s, generate_s, train_s …
 SMALL = ["--config.mesh.devices=0", "--config.optimizer.warmup_steps=0", "--config.save_every=2",
          "--config.eval_every=2"]
 # Validation records (from the data reports): SFT 13, RM 17, PPO prompts 21, pretraining text 21.
@@ -66,9 +63,8 @@ def assert_close(a, b, what: str) -> tuple[float, float]:
 
 def assert_same_metrics(one: str, two: str) -> tuple[float, float]:
     """Every line of both ``metrics.jsonl``, timings aside (``assert_close``)."""
-    logs = [{f"step {r.pop('step')} {r.pop('split')}": {k: v for k, v in r.items()
-                                                       if not TIMING.search(k)}
-             for r in read_metrics(w)} for w in (one, two)]
+    logs = [{f"step {r.pop('step')} {r.pop('split')}": r for r in timeless_metrics(w)}
+            for w in (one, two)]
     assert list(logs[0]) == list(logs[1])
     assert {line.split()[-1] for line in logs[0]} == {"train", "validation"}, list(logs[0])
     return assert_close(*logs, "metrics.jsonl")

@@ -7,25 +7,22 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.evaluation.evaluate import MODELS
-from rlhf_jax.pipeline import metrics
 from rlhf_jax.feedback.world import World
 from rlhf_jax.pipeline.inputs import world_inputs
 from rlhf_jax.pipeline.instructgpt import plan, run_instructgpt, stage_names
 from rlhf_jax.pipeline.layout import Layout
+from tests import processes
+from tests.metrics_log import interrupt_at, wait_for_step
 from tests.pipeline.micro import micro_config
 
 ROUND = ("comparisons", "rm", "ppo", "ppo_ptx")
 STAGES = ("base", "sft", *(f"round{r}/{s}" for r in (1, 2) for s in ROUND), "evaluation")
 PLOTS = ("figure1.png", "overoptimization.png", "ppo_curves.png")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def numbers(tree, path=""):
@@ -86,15 +83,8 @@ def test_an_interrupted_pipeline_skips_finished_stages_and_resumes_exactly(
     workdir = str(tmp_path / "run")
     copy_without_last_ppo_ptx(micro_pipeline[0], workdir)
     finished = {s: os.path.getmtime(os.path.join(workdir, s, "result.json")) for s in STAGES[:-2]}
-    write = metrics.MetricsLog.write
-
-    def failing(self, step, split, values):  # dies in the middle of the last PPO-ptx stage
-        if "round2/ppo_ptx" in self.path and step == 3:
-            raise KeyboardInterrupt
-        write(self, step, split, values)
-
     with monkeypatch.context() as patch:
-        patch.setattr(metrics.MetricsLog, "write", failing)
+        interrupt_at(patch, 3, path="round2/ppo_ptx")  # in the middle of the last PPO-ptx stage
         with pytest.raises(KeyboardInterrupt):
             run_instructgpt(micro_config(), workdir)
     assert not os.path.exists(os.path.join(workdir, "round2/ppo_ptx/result.json"))
@@ -113,7 +103,6 @@ def copy_without_last_ppo_ptx(straight: str, workdir: str) -> None:
         or (d == os.path.join(straight, "round2") and n == "ppo_ptx")])
 
 
-@pytest.mark.slow
 def test_sigterm_stops_the_pipeline_entry_point_and_the_same_command_resumes(
         micro_pipeline, tmp_path):
     """``python -m experiments.instructgpt`` sent SIGTERM in round 2's PPO-ptx stage: it names
@@ -121,22 +110,17 @@ def test_sigterm_stops_the_pipeline_entry_point_and_the_same_command_resumes(
     uninterrupted run's results."""
     workdir = str(tmp_path / "run")
     copy_without_last_ppo_ptx(micro_pipeline[0], workdir)
-    command = [sys.executable, "-m", "experiments.instructgpt", f"--workdir={workdir}",
+    command = ["-m", "experiments.instructgpt", f"--workdir={workdir}",
                "--config=configs/instructgpt.py:micro", "--config.rounds=2"]
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    log = os.path.join(workdir, "round2", "ppo_ptx", "metrics.jsonl")
-    while not (os.path.exists(log) and '"step": 1, "split": "train"' in open(log).read()):
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        time.sleep(0.05)
+    process = processes.start(command)
+    wait_for_step([process], os.path.join(workdir, "round2", "ppo_ptx"), 1)
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=300)[0]
+    output = processes.output(process, timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert re.search(r"stopped at step [12] of round2/ppo_ptx; run the same command to resume",
                      output), output[-3000:]
     assert not os.path.exists(os.path.join(workdir, "round2", "ppo_ptx", "result.json"))
-    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    rerun = processes.run(command)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert json.load(open(os.path.join(workdir, "results.json"))) == micro_pipeline[1]
 

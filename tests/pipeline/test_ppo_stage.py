@@ -17,10 +17,7 @@ from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
-from rlhf_jax.pipeline.metrics import read_metrics
-from tests.pipeline.test_stages import interrupt_at
-
-TIMINGS = ("generate_s", "score_s", "train_s", "step_seconds", "episodes_per_s")
+from tests.metrics_log import interrupt_at, timeless_metrics
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +51,6 @@ def tiny(checkpoints, **fields):
     return config
 
 
-def rows(workdir):
-    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in read_metrics(workdir)]
-
-
 def test_interrupted_ppo_run_resumes_exactly(checkpoints, tmp_path, monkeypatch):
     # An adaptive β, so the KL controller's state must be restored too.
     config = tiny(checkpoints, iterations=4, save_every=2, eval_every=2, kl__target=1.0,
@@ -70,8 +63,8 @@ def test_interrupted_ppo_run_resumes_exactly(checkpoints, tmp_path, monkeypatch)
             run(config, resumed)
     assert TrainCheckpoints(os.path.join(resumed, "checkpoints")).latest_step() == 2
     run(config, resumed)
-    assert rows(resumed) == rows(straight)
-    train = [r for r in rows(straight) if r["split"] == "train"]
+    assert timeless_metrics(resumed) == timeless_metrics(straight)
+    train = [r for r in timeless_metrics(straight) if r["split"] == "train"]
     assert len(train) == 4 and all(r["ptx_loss"] > 0 for r in train)
     assert len({r["kl_coef"] for r in train}) == 4  # β moved every iteration
     for name in ("policy", "policy_ema"):
@@ -87,7 +80,7 @@ def test_one_iteration_is_the_same_on_a_2x2x2_mesh(checkpoints, tmp_path):
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = shape
         config.mesh.devices = int(np.prod(shape))
         run(config, str(tmp_path / name))
-        results[name] = rows(str(tmp_path / name))
+        results[name] = timeless_metrics(str(tmp_path / name))
     assert len(results["single"]) == len(results["mesh"]) == 3  # validation, train, validation
     for a, b in zip(results["single"], results["mesh"]):
         assert a.keys() == b.keys()

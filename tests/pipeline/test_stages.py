@@ -12,8 +12,8 @@ from experiments.train import run
 from rlhf_jax.checkpoints import load_pretrained
 from rlhf_jax.checkpoints.scalar_model import load_scalar_model
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
-from rlhf_jax.pipeline import metrics
 from rlhf_jax.pipeline.metrics import NonFiniteError, read_metrics
+from tests.metrics_log import interrupt_at, timeless_metrics
 
 
 def tiny(stage, records, **fields):
@@ -55,22 +55,6 @@ def test_tiny_reward_model_beats_chance_and_is_normalized(tmp_path):
     assert params["head"]["bias"].shape == ()
 
 
-def interrupt_at(monkeypatch, step):
-    write = metrics.MetricsLog.write
-
-    def failing(self, s, split, values):
-        if s == step:
-            raise KeyboardInterrupt
-        write(self, s, split, values)
-
-    monkeypatch.setattr(metrics.MetricsLog, "write", failing)
-
-
-def deterministic_rows(workdir):
-    drop = ("step_seconds", "tokens_per_s")
-    return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(workdir)]
-
-
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     """The loop is every stage's (the RM's and PPO's too; PPO's resumption is tested in
     test_ppo_stage.py, each stream kind's in tests/data/test_loaders.py)."""
@@ -83,7 +67,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
             run(config, resumed)
     assert TrainCheckpoints(os.path.join(resumed, "checkpoints")).latest_step() == 4
     run(config, resumed)
-    assert deterministic_rows(resumed) == deterministic_rows(straight)
+    assert timeless_metrics(resumed) == timeless_metrics(straight)
     a, b = (load_file(os.path.join(d, "model", "model.safetensors")) for d in (straight, resumed))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
