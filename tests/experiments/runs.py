@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -22,7 +23,7 @@ import numpy as np
 import safetensors.numpy
 
 from tests import processes
-from tests.metrics_log import without_timings
+from tests.metrics_log import wait_for_step, without_timings
 
 _COMMON = ["--config.mesh.devices=1", "--config.keep_checkpoints=3"]
 STAGES = {
@@ -148,6 +149,29 @@ def run_through_kills(stage: str, workdir: str, moments: list[dict]) -> None:
                         if n.endswith("_report.json")], moment
     status, output = run(stage, workdir)
     assert status == 0, output[-3000:]
+
+
+def stop_then_resume(stage: str, workdir: str, signum: int, signalled_after: int, lag: int,
+                     reference: tuple[dict, list[dict]]) -> None:
+    """Sends ``signum`` once step ``signalled_after`` is in ``metrics.jsonl``, then checks: the
+    run names the step it stopped at (at most ``lag`` steps on: lines reach the file at metric
+    fetches), exits 128 + signum within two steps, the save and the exit, has that step as its
+    latest checkpoint, and the same command then ends bit-identical to ``reference``."""
+    process = start(stage, workdir)
+    wait_for_step([process], workdir, signalled_after)
+    seconds = stop(process, signum)
+    output = finish(process)
+    assert process.returncode == 128 + signum, output[-3000:]
+    stopped = int(re.search(rf"stopped at step (\d+) of {stage}; run the same command to resume",
+                            output).group(1))
+    assert signalled_after <= stopped <= signalled_after + lag
+    assert latest_checkpoint(workdir) == stopped
+    assert max(r["step"] for r in metrics(workdir)) == stopped
+    step_seconds = max(r["step_seconds"] for r in read_raw_metrics(workdir) if r["split"] == "train")
+    assert seconds < 2 * step_seconds + 15, seconds
+    status, output = run(stage, workdir)
+    assert status == 0, output[-3000:]
+    assert_same_outcome(stage, workdir, reference)
 
 
 def latest_checkpoint(workdir: str) -> Optional[int]:

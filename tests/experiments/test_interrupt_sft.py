@@ -9,7 +9,6 @@ import signal
 import pytest
 
 from tests.experiments import runs
-from tests.metrics_log import wait_for_step
 
 STAGE = "sft"
 
@@ -17,29 +16,11 @@ STAGE = "sft"
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_checkpoints_the_step_in_flight_and_the_rerun_ends_as_uninterrupted(
         reference, tmp_path, signum):
-    workdir = str(tmp_path / "run")
-    signalled_after = random.Random(16 + signum).randint(2, runs.STEPS[STAGE] - 4)
-    process = runs.start(STAGE, workdir)
-    wait_for_step([process], workdir, signalled_after)
-    seconds = runs.stop(process, signum)
-    output = runs.finish(process)
-    assert process.returncode == 128 + signum, output[-3000:]
-    stopped = int(re.search(rf"stopped at step (\d+) of {STAGE}; run the same command to resume",
-                            output).group(1))
     # Metrics reach the file at fetches, here at least at every checkpoint (3 steps): the line
-    # waited for may trail the loop by a window, the loop may be waiting at the next fetch when
-    # the signal comes, and it stops after the step it dispatches next.
-    assert signalled_after <= stopped <= signalled_after + 2 * runs.SAVE_EVERY[STAGE]
-    assert runs.latest_checkpoint(workdir) == stopped
-    rows = runs.metrics(workdir)
-    assert max(r["step"] for r in rows) == stopped
-    step_seconds = max(r["step_seconds"] for r in runs.read_raw_metrics(workdir)
-                       if r["split"] == "train")
-    assert seconds < 2 * step_seconds + 15, seconds  # two steps, the save and the exit
-
-    status, output = runs.run(STAGE, workdir)
-    assert status == 0, output[-3000:]
-    runs.assert_same_outcome(STAGE, workdir, reference)
+    # waited for may trail the loop by a window, and the loop stops after its next step.
+    runs.stop_then_resume(STAGE, str(tmp_path / "run"), signum,
+                          random.Random(16 + signum).randint(2, runs.STEPS[STAGE] - 4),
+                          lag=2 * runs.SAVE_EVERY[STAGE], reference=reference)
 
 
 def test_sigkill_at_six_moments_and_the_reruns_end_as_uninterrupted(reference, tmp_path):
