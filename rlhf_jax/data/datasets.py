@@ -13,7 +13,7 @@ resumed run reads exactly the data it started with.
 Writing prints nothing: TFDS's "Downloading and preparing dataset …" and "Dataset …
 downloaded and prepared to …" lines (``termcolor`` prints to stdout, for datasets
 it downloads) and its progress bars per split are off, since nothing is downloaded
-and the stage prints its own summary of what it kept (``pipeline.stage.announce``).
+and the stage prints its own summary of what it kept (``pipeline.stage.prepare``).
 """
 
 from __future__ import annotations

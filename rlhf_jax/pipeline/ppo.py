@@ -41,7 +41,6 @@ from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import layout, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import initial_weights
-from rlhf_jax.pipeline.validate import VALUE_INITS
 from rlhf_jax.rl.kl import KLController
 from rlhf_jax.sampling import SamplingConfig
 from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
@@ -181,7 +180,8 @@ def _policy(config, partitioner: Partitioner):
 
 
 def _value(config, policy_config, policy_params, partitioner: Partitioner):
-    """``(ActorCritic, value params)`` as ``config.value_init`` says."""
+    """``(ActorCritic, value params)`` as ``config.value_init`` (one of ``validate.VALUE_INITS``,
+    checked at the start) says."""
     policy = CausalLM(policy_config)
     if config.value_init == "shared":
         return ActorCritic(policy, None), shared_value_head(policy_config.d_model)
@@ -189,14 +189,12 @@ def _value(config, policy_config, policy_params, partitioner: Partitioner):
         value_config, params, _ = load_scalar_model(config.reward.path, partitioner.mesh,
                                                     partitioner.rules)
         return ActorCritic(policy, ScalarHeadModel(value_config)), params
-    if config.value_init == "policy":
-        model = ScalarHeadModel(policy_config)
-        params, _ = partitioner.init(lambda r: model.init(r, np.zeros((1, 8), np.int32))["params"],
-                                     jax.random.key(config.seed + 1))
-        params = dict(params, trunk=jax.tree.map(jnp.copy, policy_params["trunk"]),
-                      head=jax.tree.map(jnp.zeros_like, params["head"]))
-        return ActorCritic(policy, model), params
-    raise ValueError(f"config.value_init={config.value_init!r}: choose one of {VALUE_INITS}")
+    model = ScalarHeadModel(policy_config)  # "policy": the policy's trunk under a zero head
+    params, _ = partitioner.init(lambda r: model.init(r, np.zeros((1, 8), np.int32))["params"],
+                                 jax.random.key(config.seed + 1))
+    params = dict(params, trunk=jax.tree.map(jnp.copy, policy_params["trunk"]),
+                  head=jax.tree.map(jnp.zeros_like, params["head"]))
+    return ActorCritic(policy, model), params
 
 
 def _reward(config, partitioner: Partitioner):
