@@ -33,3 +33,15 @@ def distributed() -> ml_collections.ConfigDict:
         num_processes=0,  # processes in the run; 0 = $JAX_NUM_PROCESSES
         process_id=-1,  # this process, 0 … num_processes - 1; -1 = $JAX_PROCESS_ID
     ))
+
+
+def lora(rank: int = 0) -> ml_collections.ConfigDict:
+    """Low-rank adapters on a frozen base (``rlhf_jax.models.lora``); rank 0 = full fine-tuning."""
+    return ml_collections.ConfigDict(dict(
+        rank=rank,  # adapter rank r; 0: every weight trains
+        alpha=16.0,  # adapters are scaled by alpha / rank
+        dropout=0.0,  # on each adapter's input
+        # projections with adapters: q, k, v, o, gate, up, down; also "lm_head" (untied) and
+        # "embed" (the token embedding, and the LM head when tied)
+        targets=("q", "k", "v", "o", "gate", "up", "down"),
+    ))

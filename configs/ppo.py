@@ -4,7 +4,7 @@ Give the SFT and reward-model stages' outputs:
 ``--config.init=SFT_WORKDIR/model --config.reward.path=RM_WORKDIR/reward_model``.
 ``--config.ppo.ptx_coef=0`` is plain PPO, > 0 PPO-ptx (the paper: 27.8). tiny:
 the ``tiny`` model on toy prompts and pretraining text (a few minutes on 2 CPU
-cores); smollm2: SmolLM2-135M-Instruct, bf16 compute. The paper's settings are
+cores); smollm2: SmolLM2-135M-Instruct, bf16 compute, LoRA rank 8 on a bf16 base. The paper's settings are
 the ``PPOConfig`` defaults (1 epoch of 8 minibatches, value LR 9e-6, EMA
 0.992, β = 0.02, 8 pretraining rows per episode).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import models
-from configs.common import distributed, parse_arg
+from configs.common import distributed, lora, parse_arg
 from configs.sft import smollm2_path
 
 
@@ -26,6 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.init = ""  # the SFT policy (HF directory or .gguf), also the reference; "" = random `model`
     c.model = models.get_config("tiny")  # architecture for random init; dtypes/dropout always apply
     c.model.dropout_rate = 0.0
+    # the policy's adapters on the frozen SFT model, which is also the reference (no copy); a
+    # reward model trained with LoRA on the same `init` shares that base too (configs/common.py)
+    c.lora = lora()
     c.reward = dict(
         path="",  # reward model directory (RM_WORKDIR/reward_model)
         token_count=-1,  # >= 0: a toy reward, the count of this token id in the response
@@ -90,6 +93,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif args.name == "smollm2":
         c.init = smollm2_path()
         c.model.dtype = "bfloat16"
+        c.model.param_dtype = "bfloat16"  # the frozen base; adapters and heads stay float32
+        c.lora.rank = 8
+        c.optimizer.learning_rate = 5e-5  # adapters take larger steps than whole weights
+        c.value_optimizer.learning_rate = 5e-5
         c.data.max_prompt_len = 128
         c.ptx.toy_records = 2000
         c.ptx.max_len = 128

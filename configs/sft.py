@@ -12,7 +12,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import models
-from configs.common import distributed, parse_arg
+from configs.common import distributed, lora, parse_arg
 
 
 def base(stage: str, kind: str) -> ml_collections.ConfigDict:
@@ -23,6 +23,7 @@ def base(stage: str, kind: str) -> ml_collections.ConfigDict:
     c.init = ""  # HF directory or .gguf to start from; "" = random weights of `model`
     c.model = models.get_config("tiny")  # architecture for random init; dtypes/dropout always apply
     c.model.dropout_rate = 0.0
+    c.lora = lora()  # adapters on a frozen base: --config.lora.rank=8 (see configs/common.py)
     # mesh axis sizes (-1 fills), devices used (0: all), a rules preset (data, fsdp, fsdp_tp), and
     # (logical axis, mesh axes) pairs over the preset's: --config.mesh.axis_rules="(('mlp','tensor'),)"
     c.mesh = dict(data=-1, fsdp=1, tensor=1, devices=0, rules="fsdp", axis_rules=())

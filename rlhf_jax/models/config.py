@@ -22,6 +22,8 @@ from typing import Any, Mapping, Optional
 
 import jax.numpy as jnp
 
+from rlhf_jax.models.lora import LoraConfig
+
 FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2")
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("silu", "gelu", "gelu_tanh")
@@ -79,6 +81,7 @@ class ModelConfig:
     param_dtype: str = "float32"  # master weights
     remat_policy: str = "none"
     scan_layers: bool = True  # one nn.scan over stacked layers; False: a Python loop (decoding)
+    lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0: none); not part of the weights' file
 
     def __post_init__(self):
         def need(ok: bool, field: str, why: str):
@@ -107,6 +110,8 @@ class ModelConfig:
         need(self.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}")
         need(self.remat_policy in REMAT_POLICIES, "remat_policy",
              f"must be one of {REMAT_POLICIES}")
+        need(not (self.tie_embeddings and "lm_head" in self.lora.targets and self.lora.rank),
+             "lora", "tied embeddings have no lm_head: the 'embed' target adapts the LM head too")
 
     @property
     def rotary_dim(self) -> int:
@@ -134,6 +139,8 @@ class ModelConfig:
         if d.get("rope_scaling") is not None and not isinstance(d["rope_scaling"],
                                                                 Llama3RopeScaling):
             d["rope_scaling"] = Llama3RopeScaling(**dict(d["rope_scaling"]))
+        if d.get("lora") is not None and not isinstance(d["lora"], LoraConfig):
+            d["lora"] = LoraConfig(**dict(d["lora"]))
         return cls(**d)
 
     def num_params(self) -> int:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.lora import a_init
 from rlhf_jax.parallel import axes as ax
 
 F32 = jnp.float32
@@ -58,13 +59,23 @@ def _mixed_matmul_bwd(residuals, g):
 mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
+def matmul(x: jax.Array, w: jax.Array, config: ModelConfig) -> jax.Array:
+    """``x (…, K) · w (K, N)`` in the compute dtype, accumulated in float32."""
+    x, w = x.astype(config.compute_dtype), w.astype(config.compute_dtype)
+    if config.compute_dtype == F32:
+        return jnp.dot(x, w, preferred_element_type=F32)
+    return mixed_matmul(x, w)
+
+
 class Dense(nn.Module):
     """``y = x·W + b``, contracting the last ``n_contract`` dims of x with the first of W.
 
     The kernel keeps its named dimensions (for example (D, N, H)) for sharding
     and is multiplied as one matrix (D, N·H), a free reshape, so the matmul never
     transposes weights. x and W are cast to the compute dtype; the product
-    accumulates in float32. The bias (if any) has the kernel's output dims.
+    accumulates in float32. The bias (if any) has the kernel's output dims. If
+    ``config.lora`` targets this module's name, ``(α/r)·(drop(x)·A)·B`` is added
+    (``rlhf_jax.models.lora``).
     """
 
     config: ModelConfig
@@ -80,18 +91,28 @@ class Dense(nn.Module):
                             self.shape, cfg.weights_dtype)
         batch_dims, out_dims = x.shape[:x.ndim - self.n_contract], self.shape[self.n_contract:]
         contract = math.prod(self.shape[:self.n_contract])
-        x = x.reshape(*batch_dims, contract).astype(cfg.compute_dtype)
-        kernel = kernel.reshape(contract, -1).astype(cfg.compute_dtype)
-        if cfg.compute_dtype == F32:
-            y = jnp.dot(x, kernel, preferred_element_type=F32)
-        else:
-            y = mixed_matmul(x, kernel)
+        x = x.reshape(*batch_dims, contract)
+        y = matmul(x, kernel.reshape(contract, -1), cfg)
+        if cfg.lora.adapts(self.name):
+            y = y + self._adapter(x)
         y = y.reshape(*batch_dims, *out_dims)
         if self.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(
                 nn.initializers.zeros, self.names[self.n_contract:]), out_dims, cfg.weights_dtype)
             y = y + bias.astype(F32)
         return y
+
+    def _adapter(self, x: jax.Array) -> jax.Array:
+        """``(α/r)·(drop(x)·A)·B`` on the flattened input (…, K) → (…, N), float32."""
+        cfg, lora, n = self.config, self.config.lora, self.n_contract
+        a = self.param("lora_a", nn.with_logical_partitioning(
+            a_init(n), self.names[:n] + (ax.LORA_RANK,)), self.shape[:n] + (lora.rank,), F32)
+        b = self.param("lora_b", nn.with_logical_partitioning(
+            nn.initializers.zeros, (ax.LORA_RANK,) + self.names[n:]),
+            (lora.rank,) + self.shape[n:], F32)
+        x = nn.Dropout(lora.dropout, deterministic=not self.has_rng("dropout"))(x)
+        low = matmul(x, a.reshape(-1, lora.rank), cfg)  # (…, r)
+        return lora.scale * matmul(low, b.reshape(lora.rank, -1), cfg)
 
 
 class Norm(nn.Module):
@@ -117,7 +138,11 @@ class Norm(nn.Module):
 
 
 class Embed(nn.Module):
-    """Token embedding table ``E`` (V, D); ``attend`` is the tied LM head ``h·Eᵀ``."""
+    """Token embedding table ``E`` (V, D); ``attend`` is the tied LM head ``h·Eᵀ``.
+
+    With an ``embed`` adapter the table is ``E + (α/r)·A·B``, A (V, r), B (r, D),
+    in the lookup and in ``attend`` alike, computed without forming ``A·B``.
+    """
 
     config: ModelConfig
 
@@ -126,14 +151,27 @@ class Embed(nn.Module):
         self.embedding = self.param(
             "embedding", nn.with_logical_partitioning(kernel_init, (ax.VOCAB, ax.EMBED)),
             (cfg.vocab_size, cfg.d_model), cfg.weights_dtype)
+        lora = cfg.lora
+        if lora.adapts("embed"):
+            self.lora_a = self.param("lora_a", nn.with_logical_partitioning(
+                a_init(1), (ax.VOCAB, ax.LORA_RANK)), (cfg.vocab_size, lora.rank), F32)
+            self.lora_b = self.param("lora_b", nn.with_logical_partitioning(
+                nn.initializers.zeros, (ax.LORA_RANK, ax.EMBED)), (lora.rank, cfg.d_model), F32)
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding, ids, axis=0).astype(F32)
+        x = jnp.take(self.embedding, ids, axis=0).astype(F32)
+        if self.config.lora.adapts("embed"):
+            x = x + self.config.lora.scale * (jnp.take(self.lora_a, ids, axis=0) @ self.lora_b)
+        return x
 
     def attend(self, h: jax.Array) -> jax.Array:
         cfg = self.config
-        return jnp.einsum("BTD,VD->BTV", h.astype(cfg.compute_dtype),
-                          self.embedding.astype(cfg.compute_dtype), preferred_element_type=F32)
+        logits = jnp.einsum("BTD,VD->BTV", h.astype(cfg.compute_dtype),
+                            self.embedding.astype(cfg.compute_dtype), preferred_element_type=F32)
+        if cfg.lora.adapts("embed"):
+            low = jnp.einsum("BTD,RD->BTR", h, self.lora_b)
+            logits = logits + cfg.lora.scale * jnp.einsum("BTR,VR->BTV", low, self.lora_a)
+        return logits
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> jax.Array:

@@ -22,6 +22,7 @@ KV_HEADS = "kv_heads"
 HEAD_DIM = "head_dim"
 MLP = "mlp"
 POSITIONS = "positions"
+LORA_RANK = "lora_rank"  # the rank of a low-rank adapter (never sharded)
 
 # Activation dimensions.
 ACT_BATCH = "activation_batch"

@@ -17,6 +17,7 @@ DATA = "data"  # prepared records (pipeline.data.prepare)
 MODEL = "model"  # SFT / pretraining: the policy, a Hugging Face directory
 REWARD_MODEL = "reward_model"  # RM: the normalized reward model (checkpoints.scalar_model)
 POLICY, POLICY_EMA, VALUE_MODEL = "policy", "policy_ema", "value_model"  # PPO's products
+ADAPTER_SUFFIX = "_adapter"  # beside a policy trained with LoRA: its adapters, in PEFT's format
 RESULT = "result.json"  # a pipeline stage's result, written last
 COMPARISONS, ALL_COMPARISONS = "comparisons.jsonl", "all.jsonl"  # a round's, and every round's
 PPO_RUNS = ("ppo", "ppo_ptx")

@@ -23,6 +23,7 @@ from typing import Optional, Union
 
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.models import ModelConfig
+from rlhf_jax.models.lora import LoraConfig
 from rlhf_jax.train.ppo_config import PPOConfig
 
 
@@ -83,6 +84,7 @@ class Stage:
     seed: int
     init: str
     model: ModelConfig  # architecture of a random init; dtypes, dropout and remat always apply
+    lora: LoraConfig  # adapters on a frozen base; rank 0: full fine-tuning
     mesh: Mesh
     data: Records
     batch_size: int
@@ -129,6 +131,7 @@ class PPO:
     seed: int
     init: str
     model: ModelConfig
+    lora: LoraConfig  # the policy's adapters on the frozen SFT model (also the reference)
     reward: Reward
     value_init: str
     mesh: Mesh

@@ -6,6 +6,9 @@ paper's optimizer for ``config.epochs`` epochs (or ``config.steps`` updates),
 evaluates loss and perplexity on the validation split, and writes the
 fine-tuned policy as a Hugging Face directory ``workdir/model`` (weights,
 config, tokenizer), which the reward-model and PPO stages load as their ``init``.
+With ``config.lora.rank > 0`` only the adapters train (on the frozen ``init``);
+``workdir/model`` then holds them merged, and ``workdir/model/adapter`` the
+adapters alone in PEFT's format.
 With ``config.data.kind = 'pretrain'`` the records are texts ``{"text"}`` and
 every token is in the loss: the same stage pretrains a base model.
 """
@@ -18,12 +21,12 @@ import os
 import jax
 import numpy as np
 
-from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.data.collate import demonstration_examples
 from rlhf_jax.data.loaders import sft_stream, split_records
 from rlhf_jax.data.tokenize import encode_text
 from rlhf_jax.evaluation.batched import validation_loss
 from rlhf_jax.models import CausalLM
+from rlhf_jax.models.lora import combine
 from rlhf_jax.pipeline import layout, stage
 from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights
@@ -49,20 +52,22 @@ def run_sft(config, workdir: str) -> dict:
         steps = config.steps or config.epochs * sum(1 for _ in stream(epochs=1))
         model_config, pretrained = initial_weights(config, partitioner)
         model = CausalLM(model_config)
-        state, abstract = create_train_state(
+        state, abstract, frozen = create_train_state(
             model, make_optimizer(stage.optimizer_config(config, steps)), partitioner,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
         loss_of = validation_loss(
             model, [example(r) for r in split_records(sources["validation"], kind)],
             row_len, batch, partitioner)
-        evaluate = lambda state: loss_of(state.params)
+        evaluate = lambda state: loss_of(combine(state.params, frozen))
         step = partitioner.jit(functools.partial(sft_step, model=model,
                                                  microbatches=config.microbatches),
                                donate_argnums=0)
-        state = train(step, state, abstract, stream(), jax.random.key(config.seed + 1),
+        state = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream(),
+                      jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "tokens"), workdir=workdir,
                       partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: int(np.sum(b["segment_ids"] > 0)))
-        export_hf(model_config, state.params, os.path.join(workdir, layout.MODEL), tokenizer)
+        stage.export_policy(model_config, state.params, frozen, config.init,
+                            os.path.join(workdir, layout.MODEL), tokenizer)
         return evaluate(state)
 

@@ -16,11 +16,15 @@ from typing import Any
 import jax
 
 from rlhf_jax import parallel
+from rlhf_jax.checkpoints import export_hf
+from rlhf_jax.checkpoints.peft import export_peft
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.feedback import toy
 from rlhf_jax.files import write_jsonl
+from rlhf_jax.models import ModelConfig
+from rlhf_jax.models.lora import LoraConfig, combine, merge
 from rlhf_jax.parallel import Partitioner
-from rlhf_jax.pipeline import data
+from rlhf_jax.pipeline import data, layout
 from rlhf_jax.pipeline.loop import LoopConfig
 from rlhf_jax.pipeline.settings import Records, settings
 from rlhf_jax.pipeline.state import load_tokenizer_for
@@ -66,6 +70,18 @@ def start(config) -> tuple[Any, Partitioner, Any]:
     config = settings(config)
     validate_stage(config)
     return config, Partitioner.from_config(config.mesh), load_tokenizer_for(config)
+
+
+def export_policy(model_config: ModelConfig, trainable, frozen, base_path: str, directory: str,
+                  tokenizer) -> None:
+    """A policy as a Hugging Face ``directory``, its adapters (if any) merged; with adapters,
+    also the adapters alone in PEFT's format in ``directory + layout.ADAPTER_SUFFIX``, for the
+    base ``base_path``."""
+    params = merge(combine(trainable, frozen), model_config.lora)
+    export_hf(model_config.replace(lora=LoraConfig()), params, directory, tokenizer)
+    if model_config.lora.rank:
+        export_peft(model_config, trainable, directory + layout.ADAPTER_SUFFIX,
+                    os.path.abspath(base_path) if base_path else "")
 
 
 def prepare(kind: str, config, workdir: str, tokenizer, section: str = "data") -> dict:

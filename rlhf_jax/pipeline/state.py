@@ -22,6 +22,7 @@ from rlhf_jax.checkpoints import load_pretrained, load_tokenizer, read_model_con
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.errors import CheckpointError, ConfigError
 from rlhf_jax.models import ModelConfig
+from rlhf_jax.models.lora import combine, split
 from rlhf_jax.parallel import Partitioner
 
 RUNTIME_FIELDS = ("dtype", "param_dtype", "dropout_rate", "remat_policy")
@@ -41,33 +42,42 @@ def load_tokenizer_for(config):
 
 
 def initial_weights(config, partitioner: Partitioner) -> tuple[ModelConfig, Optional[dict]]:
-    """``(ModelConfig, pretrained CausalLM params or None for random init)``."""
-    model = config.model
+    """``(ModelConfig with config.lora's adapters, pretrained CausalLM params or None for random
+    init)``; the pretrained params are the base alone (no adapters)."""
+    model = config.model.replace(lora=config.lora)
     if not config.init:
         return model, None
     loaded, params = load_pretrained(config.init, dtype=model.dtype, param_dtype=model.param_dtype,
                                      mesh=partitioner.mesh, rules=partitioner.rules)
-    return loaded.replace(**{k: getattr(model, k) for k in RUNTIME_FIELDS}), params
+    return loaded.replace(lora=config.lora, **{k: getattr(model, k) for k in RUNTIME_FIELDS}), params
 
 
 def create_train_state(module: nn.Module, tx: optax.GradientTransformation,
                        partitioner: Partitioner, rng: jax.Array, example: jax.Array,
-                       replace: Optional[dict] = None) -> tuple[TrainState, Any]:
-    """``(state, abstract state)``: a fresh TrainState laid out by the rules.
+                       pretrained: Optional[dict] = None) -> tuple[TrainState, Any, Optional[dict]]:
+    """``(state, abstract state, frozen)``: a fresh TrainState of the trainable params laid out
+    by the rules, and the frozen rest (``lora.split``; None without adapters).
 
-    Parameters are initialised from ``rng``, then the top-level subtrees in
-    ``replace`` (for example ``{'trunk': pretrained trunk}``) are swapped in; the
-    optimizer state starts from the final parameters.
+    Parameters are initialised from ``rng``, with the leaves given in ``pretrained`` (for
+    example ``{'trunk': pretrained trunk}``) in their place; the optimizer state covers the
+    trainable params only. The frozen params are the pretrained arrays themselves (no copy),
+    or, where none were given, the random init.
     """
+    lora = module.config.lora
+
+    def params(r):
+        return module.init(r, example)["params"]
 
     def create(r):
-        return TrainState.create(apply_fn=module.apply, params=module.init(r, example)["params"],
-                                 tx=tx)
+        return TrainState.create(apply_fn=module.apply, params=split(params(r), lora)[0], tx=tx)
 
-    def build(r, pretrained):
-        params = nn.meta.unbox(module.init(r, example)["params"])
-        return TrainState.create(apply_fn=module.apply, params=dict(params, **pretrained), tx=tx)
+    def build(r, given):
+        trainable = split(combine(given, nn.meta.unbox(params(r))), lora)[0]
+        return TrainState.create(apply_fn=module.apply, params=trainable, tx=tx)
 
+    given, frozen = split(pretrained or {}, lora)
     abstract, shardings = partitioner.abstract(create, rng)
-    state = partitioner.jit(build, out_shardings=shardings)(rng, replace or {})
-    return state, abstract
+    state = partitioner.jit(build, out_shardings=shardings)(rng, given)
+    if frozen is not None and not frozen:  # adapters on a random base
+        frozen, _ = partitioner.init(lambda r: split(params(r), lora)[1], rng)
+    return state, abstract, frozen

@@ -4,6 +4,12 @@
 gradient of ``Σ loss_sum / Σ count`` is accumulated as ``Σ ∇loss_sum`` over the
 microbatches and divided once by the total count, so splitting a batch into
 microbatches does not change the update.
+
+``state.params`` is what trains; ``frozen`` (a sparse tree of the same nesting,
+``rlhf_jax.models.lora.split``) is the rest of the model, joined to it for the
+loss but never differentiated: the backward pass computes no gradient for it
+(XLA drops the frozen kernels' weight-gradient matmuls) and the optimizer holds
+no state for it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
+
+from rlhf_jax.models.lora import combine
 
 LossTerms = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array, dict]]
 
@@ -29,12 +37,13 @@ def _split(batch, microbatches: int):
 
 
 def accumulated_update(state: TrainState, batch, rng: jax.Array, loss_terms: LossTerms,
-                       microbatches: int = 1) -> tuple[TrainState, dict]:
+                       microbatches: int = 1, frozen=None) -> tuple[TrainState, dict]:
     """Applies one update. Metrics: ``loss`` (Σ sum / Σ count), ``count``, the summed
-    ``metric_sums``, and the global norms of gradient, new parameters and update."""
+    ``metric_sums``, and the global norms of gradient, new parameters and update (of the
+    trainable parameters)."""
 
     def summed(params, micro, r):
-        loss_sum, count, sums = loss_terms(params, micro, r)
+        loss_sum, count, sums = loss_terms(combine(params, frozen), micro, r)
         return loss_sum, (loss_sum, count.astype(jnp.float32), sums)
 
     grad_fn = jax.grad(summed, has_aux=True)

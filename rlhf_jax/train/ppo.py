@@ -91,10 +91,12 @@ def ppo_loss_terms(models: ActorCritic, config: PPOConfig, totals: dict, params,
     return total, jnp.float32(1.0 / config.microbatches), sums
 
 
-def ppo_step(train: TrainState, minibatch: dict, rng: jax.Array, *, models: ActorCritic,
-             config: PPOConfig) -> tuple[TrainState, dict]:
+def ppo_step(train: TrainState, minibatch: dict, rng: jax.Array, frozen=None, *,
+             models: ActorCritic, config: PPOConfig) -> tuple[TrainState, dict]:
     """One update of policy and value on a minibatch of experience (fields ``MINIBATCH_FIELDS``,
     plus ``ptx``: pretraining rows ``tokens``, ``segment_ids``, ``loss_mask`` for PPO-ptx).
+    ``train.params`` holds what trains, ``frozen`` the rest: with LoRA on one base,
+    ``{'policy': base, 'value': base}`` (see ``accumulated_update``).
 
     Metrics are means per valid token (``policy_loss``, ``value_loss``,
     ``clip_fraction``, ``approx_kl``, ``ratio_dev``, ``value_clip_fraction``,
@@ -105,7 +107,7 @@ def ppo_step(train: TrainState, minibatch: dict, rng: jax.Array, *, models: Acto
         # next_token_loss predicts the tokens after the first of each row
         totals["ptx_tokens"] = jnp.sum(minibatch["ptx"]["loss_mask"][:, 1:]).astype(jnp.float32)
     loss_terms = lambda params, batch, _: ppo_loss_terms(models, config, totals, params, batch)
-    train, m = accumulated_update(train, minibatch, rng, loss_terms, config.microbatches)
+    train, m = accumulated_update(train, minibatch, rng, loss_terms, config.microbatches, frozen)
     per_token = lambda key: m[key] / jnp.maximum(m["tokens"], 1.0)
     metrics = dict(loss=m["loss"], grad_norm=m["grad_norm"], update_norm=m["update_norm"],
                    policy_loss=per_token("policy_loss"), value_loss=per_token("value_loss"),
@@ -119,11 +121,12 @@ def ppo_step(train: TrainState, minibatch: dict, rng: jax.Array, *, models: Acto
     return train, metrics
 
 
-def ppo_update(state: PPOState, experience: Experience, ptx: Optional[dict], rng: jax.Array, *,
-               models: ActorCritic, config: PPOConfig) -> tuple[PPOState, dict]:
+def ppo_update(state: PPOState, experience: Experience, ptx: Optional[dict], rng: jax.Array,
+               frozen=None, *, models: ActorCritic, config: PPOConfig) -> tuple[PPOState, dict]:
     """One iteration's optimization: ``config.epochs`` passes, each over ``config.minibatches``
     minibatches of a fresh permutation of the episodes (the pretraining rows ``ptx`` are cut
-    into as many slices, the same every pass); then EMA and KL-coefficient updates.
+    into as many slices, the same every pass); then EMA (of the policy's trainable params:
+    its adapters under LoRA) and KL-coefficient updates. ``frozen``: as in ``ppo_step``.
 
     Metrics: the mean over all minibatch updates of ``ppo_step``'s metrics, the first
     update's ``ratio_dev_first`` (0 when rollout and training agree) and the new ``kl_coef``.
@@ -145,8 +148,8 @@ def ppo_update(state: PPOState, experience: Experience, ptx: Optional[dict], rng
         minibatch = jax.tree.map(lambda x: x[rows], data)
         if ptx_slices is not None:
             minibatch["ptx"] = jax.tree.map(lambda x: x[index % n_mb], ptx_slices)
-        return ppo_step(train, minibatch, jax.random.fold_in(keys[0], index), models=models,
-                        config=config)
+        return ppo_step(train, minibatch, jax.random.fold_in(keys[0], index), frozen,
+                        models=models, config=config)
 
     train, per_update = jax.lax.scan(body, state.train, (jnp.arange(order.shape[0]), order))
     metrics = jax.tree.map(jnp.mean, per_update)

@@ -25,9 +25,10 @@ def sft_loss_terms(model: CausalLM, params, batch: dict, rng: jax.Array):
     return loss_sum, count, {}
 
 
-def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, model: CausalLM,
+def sft_step(state: TrainState, batch: dict, rng: jax.Array, frozen=None, *, model: CausalLM,
              microbatches: int = 1) -> tuple[TrainState, dict]:
-    """One AdamW update of the policy; metrics include ``loss`` and ``perplexity``."""
+    """One AdamW update of the policy's trainable params (``frozen``: its frozen base, see
+    ``accumulated_update``); metrics include ``loss`` and ``perplexity``."""
     state, metrics = accumulated_update(
-        state, batch, rng, lambda p, b, r: sft_loss_terms(model, p, b, r), microbatches)
+        state, batch, rng, lambda p, b, r: sft_loss_terms(model, p, b, r), microbatches, frozen)
     return state, dict(metrics, perplexity=jnp.exp(metrics["loss"]))
