@@ -23,21 +23,31 @@ from jax.sharding import Mesh
 from rlhf_jax import parallel
 from rlhf_jax.errors import MissingFileError
 from rlhf_jax.files import write_json
+from rlhf_jax.checkpoints import load_pretrained
 from rlhf_jax.models import ModelConfig, ScalarHeadModel
+from rlhf_jax.models.lora import combine, split
 from rlhf_jax.parallel.state import abstract_state
 
 CONFIG_FILE = "model.json"
 
 
 def save_scalar_model(directory: str, config: ModelConfig, params, info: Optional[dict] = None,
-                      tokenizer=None) -> str:
+                      tokenizer=None, frozen=None, base: str = "") -> str:
     """Writes params, ``model.json`` (``{"model": config fields, **info}``) and the tokenizer.
-    On multi-host every process calls it (orbax writes the params collectively, process 0 the
-    rest) and returns once the directory is complete."""
+
+    With adapters (``config.lora``), ``params`` are the trainable ones and ``frozen`` the
+    rest; when the frozen base is a checkpoint (``base``: its path, the stage's ``init``) only
+    ``params`` are written and ``model.json`` names the base (``"base"``); otherwise (a random
+    base) both are. On multi-host every process calls it (orbax writes the params
+    collectively, process 0 the rest) and returns once the directory is complete."""
     directory = os.path.abspath(directory)
+    own_base = bool(config.lora.rank and base)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(directory, "params"), params, force=True)
+        checkpointer.save(os.path.join(directory, "params"),
+                          params if own_base else combine(params, frozen), force=True)
         checkpointer.wait_until_finished()
+    if own_base:
+        info = dict(info or {}, base=os.path.abspath(base))
 
     def write():
         write_json(os.path.join(directory, CONFIG_FILE),
@@ -49,26 +59,43 @@ def save_scalar_model(directory: str, config: ModelConfig, params, info: Optiona
     return directory
 
 
-def load_scalar_model(directory: str, mesh: Optional[Mesh] = None,
-                      rules=()) -> tuple[ModelConfig, dict, dict]:
-    """``(ModelConfig, params, info)``; with a ``mesh`` every device reads only its shards,
-    without one the whole model goes to this process's first device, however many devices or
-    processes saved it."""
-    directory = os.path.abspath(directory)
-    path = os.path.join(directory, CONFIG_FILE)
+def read_scalar_info(directory: str) -> tuple[ModelConfig, dict]:
+    """``(ModelConfig, info)`` of a saved scalar model, without its weights; ``info["base"]``
+    is the checkpoint its adapters sit on, if it was saved without it."""
+    path = os.path.join(os.path.abspath(directory), CONFIG_FILE)
     if not os.path.exists(path):
         raise MissingFileError(f"{path}: no such file: not a saved scalar model directory")
     with open(path) as f:
         info = json.load(f)
-    config = ModelConfig.from_dict(info.pop("model"))
+    return ModelConfig.from_dict(info.pop("model")), info
+
+
+def load_scalar_model(directory: str, mesh: Optional[Mesh] = None, rules=(),
+                      base: Optional[dict] = None) -> tuple[ModelConfig, dict, dict]:
+    """``(ModelConfig, params, info)``; with a ``mesh`` every device reads only its shards,
+    without one the whole model goes to this process's first device, however many devices or
+    processes saved it. A model saved without its base gets it from ``base`` (params holding
+    ``trunk``, e.g. a policy's loaded from the same checkpoint: shared, not copied) or, if
+    None, from the checkpoint ``info["base"]`` names."""
+    directory = os.path.abspath(directory)
+    config, info = read_scalar_info(directory)
     model = ScalarHeadModel(config)
-    init = lambda rng: model.init(rng, jnp.zeros((1, 1), jnp.int32))["params"]
+
+    def saved(rng):  # the tree on disk: without the base if it was saved without it
+        params = model.init(rng, jnp.zeros((1, 1), jnp.int32))["params"]
+        return split(params, config.lora)[0] if info.get("base") else params
+
     if mesh is None:
         local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local),
-                                nn.meta.unbox(jax.eval_shape(init, jax.random.key(0))))
+                                nn.meta.unbox(jax.eval_shape(saved, jax.random.key(0))))
     else:
-        abstract, _ = abstract_state(init, mesh, rules, jax.random.key(0))
+        abstract, _ = abstract_state(saved, mesh, rules, jax.random.key(0))
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(os.path.join(directory, "params"), abstract)
+    if info.get("base"):
+        if base is None:
+            _, base = load_pretrained(info["base"], dtype=config.dtype,
+                                      param_dtype=config.param_dtype, mesh=mesh, rules=rules)
+        params = combine(params, {"trunk": base["trunk"]})
     return config, params, info

@@ -225,7 +225,9 @@ class ScalarHeadModel(nn.Module):
     """Reward model or value function: ``r = w·h + b`` on the trunk's hidden states.
 
     Returns one score per row, read at the last real token (reward), or with
-    ``per_token=True`` the score at every position (B, T) (value).
+    ``per_token=True`` the score at every position (B, T) (value). The head's
+    parameters are float32 whatever ``param_dtype`` (it always trains, and Adam's
+    small steps would vanish in bfloat16 weights).
     """
 
     config: ModelConfig
@@ -235,8 +237,8 @@ class ScalarHeadModel(nn.Module):
                  per_token: bool = False):
         cfg = self.config
         h, _ = Decoder(cfg, name="trunk")(input_ids, attention_mask, positions, segment_ids)
-        scores = Dense(cfg, (cfg.d_model,), (ax.EMBED,), use_bias=True,  # (B, T)
-                       name="head")(h)
+        scores = Dense(cfg.replace(param_dtype="float32"), (cfg.d_model,), (ax.EMBED,),
+                       use_bias=True, name="head")(h)  # (B, T)
         if per_token:
             return scores
         if attention_mask is None:

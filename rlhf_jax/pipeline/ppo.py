@@ -5,14 +5,19 @@ the reference (both from ``config.init``, the SFT model), the reward model
 (``config.reward.path``, as ``run_reward`` saved it; or the toy reward
 ``config.reward.token_count``) and the value function (``config.value_init``:
 a copy of the reward model, as in the paper, a scalar model on the policy's
-trunk, or a head sharing the policy trunk). Each iteration takes a batch of
+trunk, or a head sharing the policy trunk). With ``config.lora.rank > 0`` one
+frozen base serves them all: the reference is the SFT model as loaded (never
+copied), the policy is it plus trained adapters, and a reward model trained
+with LoRA on the same ``init`` (and a value function copied from it) runs on the
+same arrays with adapters and a head of its own. Each iteration takes a batch of
 prompts (and, for PPO-ptx, pretraining rows), runs ``Rollout`` and
 ``ppo_update``, and logs rollout, update and timing metrics. The checkpoint
-holds the whole ``PPOState`` (policy, value, both optimizers, EMA, KL
-coefficient) with the data position; the randomness of iteration i is
+holds the whole ``PPOState`` (the trainable params of policy and value, both
+optimizers, EMA, KL coefficient; not the frozen base) with the data position; the randomness of iteration i is
 ``fold_in(key(seed), i)``, so a resumed run repeats an uninterrupted one. At
 the end the policy and its EMA are exported as Hugging Face directories
-``workdir/policy`` and ``workdir/policy_ema``.
+``workdir/policy`` and ``workdir/policy_ema`` (adapters merged, and beside them,
+alone, in PEFT's format).
 """
 
 from __future__ import annotations
@@ -23,20 +28,21 @@ import os
 import time
 from typing import Callable, Optional
 
+import flax.linen as nn
 import grain.experimental
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rlhf_jax import parallel
-from rlhf_jax.checkpoints import export_hf
-from rlhf_jax.checkpoints.scalar_model import load_scalar_model, save_scalar_model
+from rlhf_jax.checkpoints.scalar_model import (load_scalar_model, read_scalar_info,
+                                               save_scalar_model)
 from rlhf_jax.data.loaders import record_stream, sft_stream, split_records
 from rlhf_jax.data.tokenize import (decode_responses, encode_prompt, encode_text, left_pad,
                                     stop_tokens)
 from rlhf_jax.errors import UserError
 from rlhf_jax.evaluation.batched import validation_loss
-from rlhf_jax.models import CausalLM, ScalarHeadModel
+from rlhf_jax.models import CausalLM, ScalarHeadModel, lora
 from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import layout, stage
 from rlhf_jax.pipeline.loop import train
@@ -72,41 +78,46 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
         pretrain = (stage.prepare("pretrain", config, workdir, tokenizer, "ptx")
                     if config.ptx.path or config.ptx.toy_records else None)
 
-        policy_config, policy_params = _policy(config, partitioner)
-        models, value_params = _value(config, policy_config, policy_params, partitioner)
-        reward_fn, reward_params = _reward(config, partitioner)
-        reference = jax.tree.map(jnp.copy, policy_params)
+        policy_config, base = _policy(config, partitioner)
+        models, value, reward_fn, reward_params = _models(config, policy_config, base,
+                                                          partitioner)
+        reference = lora.base(base)  # the SFT policy as loaded: never trained, never copied
+        frozen = {k: v for k, v in (("policy", lora.split(base, policy_config.lora)[1]),
+                                    ("value", value.frozen)) if v is not None}
         updates = config.iterations * settings.epochs * settings.minibatches
         tx = ppo_optimizer(_optimizer(config.optimizer, config, updates),
                            _optimizer(config.value_optimizer, config, updates))
-        state, abstract = _ppo_state(models, dict(policy=policy_params, value=value_params), tx,
-                                     settings, partitioner)
+        given = dict(policy=lora.split(base, policy_config.lora)[0], value=value.given)
+        state, abstract = _ppo_state(models, given, value.zero_head, tx, settings, partitioner,
+                                     jax.random.key(config.seed))
+        full = lambda params: lora.combine(params, frozen)
 
-        rollout = Rollout(models, models.policy, reward_fn, settings, _sampling(config, tokenizer))
+        rollout = Rollout(models, CausalLM(policy_config.replace(lora=lora.LoraConfig())),
+                          reward_fn, settings, _sampling(config, tokenizer))
         update = partitioner.jit(functools.partial(ppo_update, models=models, config=settings),
                                  donate_argnums=0)
         use_ptx = settings.ptx_coef > 0
 
         def iteration(state, batch, rng):
             rng = jax.random.fold_in(rng, state.iteration)
-            experience, metrics = rollout(state.train.params, reference, reward_params,
+            experience, metrics = rollout(full(state.train.params), reference, reward_params,
                                           batch["prompt_ids"], batch["prompt_mask"],
                                           jax.random.fold_in(rng, 0), state.kl_coef)
             began = time.perf_counter()
             state, update_metrics = update(state, experience, batch["ptx"] if use_ptx else None,
-                                           jax.random.fold_in(rng, 1))
+                                           jax.random.fold_in(rng, 1), frozen)
             jax.block_until_ready(state)
             metrics.update(update_metrics, train_s=time.perf_counter() - began)
             return state, metrics
 
         stream = _stream(config, tokenizer, prompts, pretrain if use_ptx else None)
         evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
-                              tokenizer, partitioner, judge)
+                              tokenizer, partitioner, judge, full)
         state = train(iteration, state, abstract, stream, jax.random.key(config.seed),
                       config=stage.loop_config(config, config.iterations, "episodes"),
                       workdir=workdir, partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: len(b["prompt_ids"]))
-        _export(config, models, state, tokenizer, workdir)
+        _export(config, models, state, frozen, value.base_path, tokenizer, workdir)
         return evaluate(state)
 
 
@@ -134,16 +145,18 @@ def _stream(config, tokenizer, prompts: dict, pretrain: Optional[dict]):
         lambda pair: dict(pair[0], ptx=pair[1]))
 
 
-def _export(config, models: ActorCritic, state: PPOState, tokenizer, workdir: str) -> None:
-    """The policy and its EMA as Hugging Face directories, and the value model."""
-    policy_config = models.policy.config
-    export_hf(policy_config, state.train.params["policy"], os.path.join(workdir, layout.POLICY),
-              tokenizer)
-    export_hf(policy_config, state.ema, os.path.join(workdir, layout.POLICY_EMA), tokenizer)
+def _export(config, models: ActorCritic, state: PPOState, frozen: dict, value_base: str,
+            tokenizer, workdir: str) -> None:
+    """The policy and its EMA as Hugging Face directories (adapters merged, and alone in PEFT's
+    format), and the value model."""
+    policy_config, params = models.policy.config, state.train.params
+    for name, policy in ((layout.POLICY, params["policy"]), (layout.POLICY_EMA, state.ema)):
+        stage.export_policy(policy_config, policy, frozen.get("policy"), config.init,
+                            os.path.join(workdir, name), tokenizer)
     if models.value is not None:
         save_scalar_model(os.path.join(workdir, layout.VALUE_MODEL), models.value.config,
-                          state.train.params["value"], dict(value_init=config.value_init),
-                          tokenizer)
+                          params["value"], dict(value_init=config.value_init), tokenizer,
+                          frozen=frozen.get("value"), base=value_base)
 
 
 def _optimizer(section, config, updates: int) -> OptimizerConfig:
@@ -152,58 +165,92 @@ def _optimizer(section, config, updates: int) -> OptimizerConfig:
                            **dataclasses.asdict(dataclasses.replace(section, warmup_steps=warmup)))
 
 
-def _ppo_state(models: ActorCritic, params: dict, tx, settings: PPOConfig,
-               partitioner: Partitioner) -> tuple[PPOState, PPOState]:
-    """``(state, abstract)``: the PPO state made from ``params`` directly in the shardings the
-    rules give it (policy, value, both optimizers' moments and the EMA alike), read from the
-    logical names of an abstract initialisation of the same models."""
+def _ppo_state(models: ActorCritic, given: dict, zero_value_head: bool, tx,
+               settings: PPOConfig, partitioner: Partitioner,
+               rng: jax.Array) -> tuple[PPOState, PPOState]:
+    """``(state, abstract)``: the PPO state of the trainable params, created directly in the
+    shardings the rules give it (policy, value, both optimizers' moments and the EMA alike),
+    read from the logical names of an abstract initialisation of the same models. Its
+    trainable params are the leaves of ``given`` where it has them (copies: they will train),
+    else the initialisation's (fresh adapters, with a zero value head if asked)."""
     example = np.zeros((1, 8), np.int32)
 
-    def named(rng):  # the tree of ``params``, with each leaf's logical axis names
-        value = (models.value.init(rng, example)["params"] if models.value is not None else
-                 jax.tree.map(lambda x: x, params["value"]))
-        return dict(policy=models.policy.init(rng, example)["params"], value=value)
+    def trainable(r):  # the trainable tree, with each leaf's logical axis names
+        policy = lora.split(models.policy.init(r, example)["params"], models.policy.config.lora)
+        value = (lora.split(models.value.init(r, example)["params"], models.value.config.lora)[0]
+                 if models.value is not None else shared_value_head(models.policy.config.d_model))
+        return dict(policy=policy[0], value=value)
+
+    def create(r, given):
+        params = lora.combine(given, nn.meta.unbox(trainable(r)))
+        if zero_value_head:
+            params["value"]["head"] = jax.tree.map(jnp.zeros_like, params["value"]["head"])
+        return init_ppo_state(params, tx, settings)
 
     abstract, shardings = partitioner.abstract(
-        lambda rng: init_ppo_state(named(rng), tx, settings), jax.random.key(0))
-    create = functools.partial(init_ppo_state, tx=tx, config=settings)
-    return partitioner.jit(create, out_shardings=shardings)(params), abstract
+        lambda r: init_ppo_state(trainable(r), tx, settings), rng)
+    return partitioner.jit(create, out_shardings=shardings)(rng, given), abstract
 
 
 def _policy(config, partitioner: Partitioner):
-    """The SFT policy (``config.init``) or, with ``init=''``, random weights of ``config.model``."""
+    """``(config, params)`` of the SFT policy (``config.init``; with ``init=''``, random weights
+    of ``config.model``): the base, without adapters."""
     policy_config, params = initial_weights(config, partitioner)
     if params is None:
-        params, _ = partitioner.init(lambda r: CausalLM(policy_config).init(
+        base_config = policy_config.replace(lora=lora.LoraConfig())
+        params, _ = partitioner.init(lambda r: CausalLM(base_config).init(
             r, np.zeros((1, 8), np.int32))["params"], jax.random.key(config.seed))
     return policy_config, params
 
 
-def _value(config, policy_config, policy_params, partitioner: Partitioner):
-    """``(ActorCritic, value params)`` as ``config.value_init`` (one of ``validate.VALUE_INITS``,
-    checked at the start) says."""
+@dataclasses.dataclass(frozen=True)
+class Value:
+    """How the value function starts: ``given`` trainable leaves (the rest initialised), the
+    ``frozen`` params it runs on (None: it trains whole), whether its head starts at zero,
+    and the checkpoint its frozen base comes from ("" if none, or random)."""
+
+    given: dict
+    frozen: Optional[dict] = None
+    zero_head: bool = False
+    base_path: str = ""
+
+
+def _models(config, policy_config, base, partitioner: Partitioner):
+    """``(ActorCritic, Value, reward_fn, reward params)``, as ``config.value_init`` (one of
+    ``validate.VALUE_INITS``, checked at the start) and ``config.reward`` say.
+
+    A reward model trained with LoRA on this run's ``init`` runs on the policy's base arrays
+    (``base``); so does a value function copied from it, or started from the policy with
+    adapters. Otherwise each is a model of its own."""
     policy = CausalLM(policy_config)
-    if config.value_init == "shared":
-        return ActorCritic(policy, None), shared_value_head(policy_config.d_model)
-    if config.value_init == "reward":
-        value_config, params, _ = load_scalar_model(config.reward.path, partitioner.mesh,
-                                                    partitioner.rules)
-        return ActorCritic(policy, ScalarHeadModel(value_config)), params
-    model = ScalarHeadModel(policy_config)  # "policy": the policy's trunk under a zero head
-    params, _ = partitioner.init(lambda r: model.init(r, np.zeros((1, 8), np.int32))["params"],
-                                 jax.random.key(config.seed + 1))
-    params = dict(params, trunk=jax.tree.map(jnp.copy, policy_params["trunk"]),
-                  head=jax.tree.map(jnp.zeros_like, params["head"]))
-    return ActorCritic(policy, model), params
-
-
-def _reward(config, partitioner: Partitioner):
-    """``(reward_fn, reward params)``: the trained reward model, or the toy token count."""
+    rm = _reward_model(config, base, partitioner)
     if config.reward.token_count >= 0:
-        return token_count_fn(config.reward.token_count), None
-    reward_config, params, _ = load_scalar_model(config.reward.path, partitioner.mesh,
-                                                 partitioner.rules)
-    return reward_model_fn(ScalarHeadModel(reward_config)), params
+        reward_fn, reward_params = token_count_fn(config.reward.token_count), None
+    else:
+        reward_fn, reward_params = reward_model_fn(ScalarHeadModel(rm[0])), rm[1]
+    if config.value_init == "shared":
+        return ActorCritic(policy, None), Value({}), reward_fn, reward_params
+    if config.value_init == "reward":
+        value_config, params, info = rm
+        given, frozen = lora.split(params, value_config.lora)
+        return (ActorCritic(policy, ScalarHeadModel(value_config)),
+                Value(given, frozen, base_path=info.get("base", "")), reward_fn, reward_params)
+    # "policy": the policy's trunk (its adapters fresh) under a zero head
+    given, frozen = lora.split({"trunk": base["trunk"]}, policy_config.lora)
+    return (ActorCritic(policy, ScalarHeadModel(policy_config)),
+            Value(given, frozen, zero_head=True, base_path=config.init if frozen else ""),
+            reward_fn, reward_params)
+
+
+def _reward_model(config, base, partitioner: Partitioner):
+    """``(ModelConfig, params, info)`` of ``config.reward.path`` (None without one), on ``base``
+    when it was trained with LoRA on this run's ``init``."""
+    if not config.reward.path:
+        return None
+    _, info = read_scalar_info(config.reward.path)
+    shared = bool(config.init) and info.get("base") == os.path.abspath(config.init)
+    return load_scalar_model(config.reward.path, partitioner.mesh, partitioner.rules,
+                             base=base if shared else None)
 
 
 def _encode_prompt(tokenizer, data_config, record) -> dict:
@@ -217,11 +264,12 @@ def _encode_text(tokenizer, max_len, record):
 
 
 def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pretrain, tokenizer,
-               partitioner: Partitioner, judge: Optional[Judge]):
+               partitioner: Partitioner, judge: Optional[Judge], full: Callable):
     """``evaluate(state)``: on the first ``config.eval_prompts`` validation prompts (whole
     batches), the rollout metrics of the policy (sampled with a fixed key) and the mean score of
     its EMA; with pretraining text, ``pretrain_loss`` of the policy on its validation split;
-    with a ``judge``, its ratings of the policy's samples."""
+    with a ``judge``, its ratings of the policy's samples. ``full(trainable)``: the whole
+    params, frozen base included."""
     batch = config.batch_size
     records = split_records(prompts["validation"], "prompt")[:config.eval_prompts]
     if len(records) < batch:
@@ -244,9 +292,10 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
     def evaluate(state) -> dict:
         sums: dict = {}
         counts: dict = {}  # rows with non-finite values, and rows in all (episodes)
-        ema_params = dict(state.train.params, policy=state.ema)
+        params = full(state.train.params)
+        ema_params = full(dict(state.train.params, policy=state.ema))
         for i, b in enumerate(batches):
-            for prefix, params in (("", state.train.params), ("ema/", ema_params)):
+            for prefix, params in (("", params), ("ema/", ema_params)):
                 experience, m = rollout(params, reference, reward_params, b["prompt_ids"],
                                         b["prompt_mask"], jax.random.fold_in(rng, i),
                                         state.kl_coef)
@@ -263,7 +312,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
         if any(v for k, v in counts.items() if k != "episodes"):  # check_finite names them
             sums.update(counts)
         if pretrain_loss is not None:
-            sums["pretrain_loss"] = pretrain_loss(state.train.params["policy"])["loss"]
+            sums["pretrain_loss"] = pretrain_loss(params["policy"])["loss"]
         return sums
 
     return evaluate

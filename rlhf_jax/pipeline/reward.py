@@ -6,6 +6,9 @@ for ``config.epochs`` epochs (the paper: one), evaluates pairwise accuracy on
 the validation split overall and per labeler, then shifts the head's bias so
 that the SFT demonstrations (``config.normalize``) score 0 on average, and
 saves the result to ``workdir/reward_model`` (``checkpoints.load_scalar_model``).
+With ``config.lora.rank > 0`` only adapters and the head train, on the frozen
+``init``; the saved model then holds them alone and names its base, which a PPO
+run from the same ``init`` shares with its policy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from rlhf_jax.data.loaders import record_stream, split_records
 from rlhf_jax.data.records import read_jsonl
 from rlhf_jax.evaluation.batched import batched_sums
 from rlhf_jax.models import ScalarHeadModel
+from rlhf_jax.models.lora import combine
 from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import layout, stage
 from rlhf_jax.pipeline.loop import train
@@ -43,27 +47,31 @@ def run_reward(config, workdir: str) -> dict:
         steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
         model_config, pretrained = initial_weights(config, partitioner)
         model = ScalarHeadModel(model_config)
-        state, abstract = create_train_state(
+        state, abstract, frozen = create_train_state(
             model, make_optimizer(stage.optimizer_config(config, steps)), partitioner,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32),
             None if pretrained is None else {"trunk": pretrained["trunk"]})
-        evaluate = ranking_accuracy(model, split_records(sources["validation"], "comparison"),
+        full = lambda state: combine(state.params, frozen)
+        accuracy = ranking_accuracy(model, split_records(sources["validation"], "comparison"),
                                     encode_one, batch, partitioner)
+        evaluate = lambda state: accuracy(full(state))
         step = partitioner.jit(functools.partial(reward_step, model=model,
                                                  microbatches=config.microbatches),
                                donate_argnums=0)
         stream = record_stream(sources["train"], "comparison", encode_one, batch_size=batch,
                                seed=config.seed)
-        state = train(step, state, abstract, stream, jax.random.key(config.seed + 1),
+        state = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
+                      jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
                       partitioner=partitioner, evaluate=evaluate, count_units=_pairs)
         demonstration_mean = mean_reward(model, demonstrations, batch, partitioner)
-        offset = demonstration_mean(state.params)
-        params = center_reward(state.params, offset)
-        result = dict(validation=evaluate(state), demonstration_offset=offset,
-                      demonstration_mean_after=demonstration_mean(params))
-        save_scalar_model(os.path.join(workdir, layout.REWARD_MODEL), model_config, params, result,
-                          tokenizer)
+        offset = demonstration_mean(full(state))
+        trainable = center_reward(state.params, offset)
+        result = dict(validation=evaluate(state.replace(params=trainable)),
+                      demonstration_offset=offset,
+                      demonstration_mean_after=demonstration_mean(combine(trainable, frozen)))
+        save_scalar_model(os.path.join(workdir, layout.REWARD_MODEL), model_config, trainable,
+                          result, tokenizer, frozen=frozen, base=config.init)
         return result
 
 
@@ -80,7 +88,7 @@ def _pairs(batch: dict) -> int:
 
 def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size: int,
                      partitioner: Partitioner):
-    """``evaluate(state)``: K-wise ``loss``, pairwise ``accuracy`` (overall and
+    """``evaluate(params)``: K-wise ``loss``, pairwise ``accuracy`` (overall and
     ``accuracy/<labeler>`` per labeler id) and reward ``reward_mean``/``reward_std`` over the
     responses of all validation comparisons."""
     labelers = sorted({c.labeler_id for c in comparisons if c.labeler_id is not None})
@@ -103,8 +111,8 @@ def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size
 
     totals = batched_sums(sums, rows, batch_size, partitioner)
 
-    def evaluate(state) -> dict:
-        total = totals(state.params)
+    def evaluate(params) -> dict:
+        total = totals(params)
         mean = total["reward_sum"] / total["responses"]
         metrics = dict(loss=total["loss"] / max(total["prompts"], 1),
                        accuracy=total["correct"] / max(total["pairs"], 1), reward_mean=mean,

@@ -45,11 +45,12 @@ def reward_loss_terms(model: ScalarHeadModel, params, batch: dict, rng: jax.Arra
                                  reward_sq_sum=jnp.sum(jnp.square(rewards) * valid))
 
 
-def reward_step(state: TrainState, batch: dict, rng: jax.Array, *, model: ScalarHeadModel,
-                microbatches: int = 1) -> tuple[TrainState, dict]:
-    """One AdamW update of the reward model; metrics include pairwise ``accuracy`` and reward stats."""
+def reward_step(state: TrainState, batch: dict, rng: jax.Array, frozen=None, *,
+                model: ScalarHeadModel, microbatches: int = 1) -> tuple[TrainState, dict]:
+    """One AdamW update of the reward model's trainable params (``frozen``: its frozen base, see
+    ``accumulated_update``); metrics include pairwise ``accuracy`` and reward stats."""
     state, m = accumulated_update(
-        state, batch, rng, lambda p, b, r: reward_loss_terms(model, p, b, r), microbatches)
+        state, batch, rng, lambda p, b, r: reward_loss_terms(model, p, b, r), microbatches, frozen)
     mean = m["reward_sum"] / jnp.maximum(m["responses"], 1.0)
     var = m["reward_sq_sum"] / jnp.maximum(m["responses"], 1.0) - mean ** 2
     return state, dict(m, accuracy=m["correct_pairs"] / jnp.maximum(m["pairs"], 1.0),
