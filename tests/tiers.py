@@ -18,13 +18,13 @@ TIERS = {
         evaluation/test_models.py evaluation/test_stats.py
         experiments/test_generate_entry.py
         feedback/test_toy.py feedback/test_world.py
-        models/test_mixed_matmul.py models/test_transformer.py
+        models/test_lora.py models/test_mixed_matmul.py models/test_transformer.py
         parallel/test_sharding.py
         parallel/test_multihost.py::test_initialize_from_env_takes_the_config_then_the_environment
         pipeline/test_loop.py pipeline/test_nonfinite.py pipeline/test_settings.py
         rl/test_objectives.py rl/test_ppo_maths.py
         sampling/test_filters.py sampling/test_generate.py sampling/test_hf_generate.py
-        train/test_optim.py train/test_ppo.py train/test_steps.py
+        train/test_lora_steps.py train/test_optim.py train/test_ppo.py train/test_steps.py
     """,
     "stage": """
         pipeline/test_stages.py pipeline/test_ppo_stage.py pipeline/test_stage_sharding.py
