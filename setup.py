@@ -34,8 +34,10 @@ setup(
         # Parity tests compare against transformers' PyTorch models; 2.13.0 is the CPU wheel.
         # The notebooks are executed by the tests (nbclient, in an ipykernel kernel).
         # filelock: the xdist workers share one run of the micro pipeline (tests/conftest.py).
+        # peft: the LoRA export tests load our adapters with PEFT.
         "test": ["pytest>=8", "pytest-xdist>=3", "filelock>=3.12", "torch==2.13.0",
-                 "accelerate>=1.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+                 "accelerate>=1.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                 "peft==0.21.2"],
         # benchmarks/train_steps.py runs TRL's trainers side by side with ours.
         "bench": ["torch==2.13.0", "accelerate>=1.0", "trl==1.16.0", "datasets>=5.2"],
     },

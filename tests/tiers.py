@@ -12,7 +12,7 @@ TIERS = {
     "unit": """
         test_files.py test_layers.py test_readme.py test_tiers.py
         checkpoints/test_errors.py checkpoints/test_gguf.py checkpoints/test_hf_parity.py
-        checkpoints/test_smollm2.py checkpoints/test_train_state.py
+        checkpoints/test_lora_export.py checkpoints/test_smollm2.py checkpoints/test_train_state.py
         data/test_collate.py data/test_importers.py data/test_loaders.py
         data/test_prompt_filters.py data/test_records.py data/test_tokenize.py
         evaluation/test_models.py evaluation/test_stats.py

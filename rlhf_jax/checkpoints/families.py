@@ -2,7 +2,8 @@
 
 A family module provides ``config_from_hf(hf, where) -> dict`` (ModelConfig
 fields), ``config_to_hf(config) -> dict``, ``weight_rules(config)`` and
-``ignored(name, config)``; optionally ``canonical_name(name)``.
+``ignored(name, config)``; optionally ``canonical_name(name)`` and ``module_name(name)`` (the
+module of transformers' model that holds a checkpoint tensor, where their names differ).
 """
 
 from __future__ import annotations
@@ -25,3 +26,8 @@ def family(model_type: str, where: str) -> ModuleType:
 
 def canonical_name(module: ModuleType, name: str) -> str:
     return module.canonical_name(name) if hasattr(module, "canonical_name") else name
+
+
+def module_name(module: ModuleType, name: str) -> str:
+    """The name of the checkpoint tensor ``name`` in transformers' model (PEFT names adapters so)."""
+    return module.module_name(name) if hasattr(module, "module_name") else name

@@ -90,6 +90,11 @@ def weight_rules(cfg: ModelConfig) -> list:
     return rules
 
 
+def module_name(name: str) -> str:
+    """transformers (5.x) loads the checkpoints' ``embed_out`` into its module ``lm_head``."""
+    return "lm_head." + name.removeprefix("embed_out.") if name.startswith("embed_out.") else name
+
+
 def ignored(name: str, cfg: ModelConfig) -> bool:
     """Rotary and causal-mask buffers that older checkpoints saved."""
     return name.endswith(("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias"))

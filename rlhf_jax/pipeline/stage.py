@@ -17,7 +17,7 @@ import jax
 
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints import export_hf
-from rlhf_jax.checkpoints.peft import export_peft
+from rlhf_jax.checkpoints.peft import export_peft, refusal
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.feedback import toy
 from rlhf_jax.files import write_jsonl
@@ -76,12 +76,18 @@ def export_policy(model_config: ModelConfig, trainable, frozen, base_path: str, 
                   tokenizer) -> None:
     """A policy as a Hugging Face ``directory``, its adapters (if any) merged; with adapters,
     also the adapters alone in PEFT's format in ``directory + layout.ADAPTER_SUFFIX``, for the
-    base ``base_path``."""
+    base ``base_path``, unless PEFT cannot hold them (a note says why)."""
     params = merge(combine(trainable, frozen), model_config.lora)
     export_hf(model_config.replace(lora=LoraConfig()), params, directory, tokenizer)
-    if model_config.lora.rank:
-        export_peft(model_config, trainable, directory + layout.ADAPTER_SUFFIX,
-                    os.path.abspath(base_path) if base_path else "")
+    if not model_config.lora.rank:
+        return
+    why = refusal(model_config)
+    if why:
+        if jax.process_index() == 0:
+            print(f"[export] {directory}: adapters merged only, none in PEFT's format ({why})")
+        return
+    export_peft(model_config, trainable, directory + layout.ADAPTER_SUFFIX,
+                os.path.abspath(base_path) if base_path else "")
 
 
 def prepare(kind: str, config, workdir: str, tokenizer, section: str = "data") -> dict:
