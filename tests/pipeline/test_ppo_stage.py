@@ -16,7 +16,9 @@ from rlhf_jax.checkpoints.scalar_model import save_scalar_model
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.errors import ConfigError
-from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
+from rlhf_jax.models import CausalLM, LoraConfig, ModelConfig, ScalarHeadModel, lora
+from rlhf_jax.pipeline import ppo as ppo_stage
+from rlhf_jax.pipeline.settings import settings
 from tests.metrics_log import interrupt_at, timeless_metrics
 
 
@@ -105,3 +107,62 @@ def test_missing_reward_and_pretraining_text_are_named(checkpoints, tmp_path):
                                           r"of pretrain records"):
         run(config, str(tmp_path / "b"))
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+@pytest.fixture(scope="module")
+def lora_reward_model(checkpoints, tmp_path_factory):
+    """A reward model with rank-4 adapters and a head on the SFT policy ``checkpoints[0]``,
+    saved as ``run_reward`` saves one: its trainable params and the name of its base."""
+    config = ModelConfig.from_dict(dict(model_preset("tiny"))).replace(
+        lora=LoraConfig(rank=4))
+    params, _ = parallel.init_params(ScalarHeadModel(config), parallel.make_mesh(-1, 1, 1),
+                                     parallel.get_rules("fsdp"), jax.random.key(2),
+                                     np.zeros((1, 8), np.int32))
+    trainable, _ = lora.split(params, config.lora)
+    trainable = jax.tree_util.tree_map_with_path(  # adapters that change the scores
+        lambda path, x: x + 0.05 * jax.random.normal(jax.random.key(3), x.shape)
+        if path[-1].key == "lora_b" else x, trainable)
+    path = str(tmp_path_factory.mktemp("lora_rm") / "reward_model")
+    save_scalar_model(path, config, trainable, {}, byte_tokenizer(), base=checkpoints[0])
+    return path
+
+
+def test_one_base_under_policy_reference_reward_and_value(checkpoints, lora_reward_model):
+    """The policy's frozen base is the reference, the reward model's trunk and the value
+    function's trunk: the same arrays, not copies."""
+    config = settings(tiny((checkpoints[0], lora_reward_model), lora__rank=4))
+    partitioner = parallel.Partitioner.from_config(config.mesh)
+    with partitioner.activate():
+        policy_config, base = ppo_stage._policy(config, partitioner)
+        _, value, _, reward = ppo_stage._models(config, policy_config, base, partitioner)
+    same = lambda a, b: all(x is y for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa
+    assert same(lora.base(reward)["trunk"], base["trunk"])
+    assert same(value.frozen["trunk"], base["trunk"])
+    assert lora.adapter_count(value.given) == lora.adapter_count(reward) > 0
+    assert value.base_path == os.path.abspath(checkpoints[0])
+
+
+def test_lora_ppo_checkpoints_only_what_trains_and_resumes_exactly(checkpoints, lora_reward_model,
+                                                                   tmp_path, monkeypatch):
+    config = tiny((checkpoints[0], lora_reward_model), iterations=4, save_every=2, eval_every=2,
+                  lora__rank=4)
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run(config, straight)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            run(config, resumed)
+    run(config, resumed)
+    assert timeless_metrics(resumed) == timeless_metrics(straight)
+    for name in ("policy", "policy_ema", "policy_adapter", "policy_ema_adapter"):
+        file = "adapter_model.safetensors" if name.endswith("adapter") else "model.safetensors"
+        a, b = (load_file(os.path.join(d, name, file)) for d in (straight, resumed))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    base = load_file(os.path.join(checkpoints[0], "model.safetensors"))
+    policy = load_file(os.path.join(straight, "policy", "model.safetensors"))
+    assert any(not np.array_equal(base[k], policy[k]) for k in base)  # the adapters trained
+    # The checkpoint holds adapters, heads and their optimizer state, not the base.
+    state = TrainCheckpoints(os.path.join(straight, "checkpoints")).restore(None)[0]
+    saved = sum(np.asarray(x).size for x in jax.tree.leaves(state["train"]["params"]))
+    assert saved < sum(x.size for x in base.values()) / 4
+    assert "kernel" not in str(jax.tree_util.tree_structure(state["train"]["params"]["policy"]))
