@@ -44,12 +44,20 @@ def load_tokenizer_for(config):
 def initial_weights(config, partitioner: Partitioner) -> tuple[ModelConfig, Optional[dict]]:
     """``(ModelConfig with config.lora's adapters, pretrained CausalLM params or None for random
     init)``; the pretrained params are the base alone (no adapters)."""
-    model = config.model.replace(lora=config.lora)
+    model = _with_lora(config.model, config.lora)
     if not config.init:
         return model, None
     loaded, params = load_pretrained(config.init, dtype=model.dtype, param_dtype=model.param_dtype,
                                      mesh=partitioner.mesh, rules=partitioner.rules)
-    return loaded.replace(lora=config.lora, **{k: getattr(model, k) for k in RUNTIME_FIELDS}), params
+    loaded = loaded.replace(**{k: getattr(model, k) for k in RUNTIME_FIELDS})
+    return _with_lora(loaded, config.lora), params
+
+
+def _with_lora(model: ModelConfig, lora) -> ModelConfig:
+    try:
+        return model.replace(lora=lora)
+    except ValueError as e:  # adapters this architecture does not have
+        raise ConfigError(f"config.lora: {e}") from None
 
 
 def create_train_state(module: nn.Module, tx: optax.GradientTransformation,

@@ -191,6 +191,10 @@ TRAIN = {  # case -> (arguments after --workdir, what the error line names)
     "unknown_value_init": (
         [*PPO, "--config.value_init=copy"],
         ["config.value_init='copy': must be one of ('reward', 'policy', 'shared')"]),
+    "negative_lora_rank": ([*SFT, "--config.lora.rank=-1"],
+                           ["config.lora: LoraConfig.rank=-1: must be an integer >= 0"]),
+    "unknown_lora_target": ([*RM, "--config.lora.rank=4", "--config.lora.targets=('q', 'wq')"],
+                            ["config.lora: LoraConfig.targets=('q', 'wq'): each must be one of"]),
     "eval_prompts_under_a_batch": ([*PPO, "--config.eval_prompts=4"],
                                    ["config.eval_prompts=4: must be a positive multiple of batch_size=16"]),
     # checkpoints
