@@ -12,7 +12,8 @@ everything from loading the weights to the end, compilation included.
   bf16 compute, ``--iterations`` iterations of 16 episodes (16 prompts of the toy world,
   left-padded to 64 tokens, 64 new tokens sampled at temperature 1, no stop before 64), one
   epoch in one minibatch, 16 pretraining rows of 128 tokens (γ = 27.8), evaluation on 16
-  prompts at the start and the end, and the export. The value function is a copy of a reward
+  prompts at the start and the end, and the export (``checkpoint_mb``: the size of the last
+  checkpoint). The value function is a copy of a reward
   model on the same base, saved beforehand by a setup process (random head):
   full fine-tuning: float32 master weights, and policy, reference, reward model and value
   function are four models (the policy and value with AdamW state); LoRA rank 8 on
@@ -118,8 +119,12 @@ def ppo_case(name: str, workdir: str) -> dict:
     run_ppo(c, run_dir)
     wall = time.perf_counter() - began
     train = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    checkpoint = os.path.join(run_dir, "checkpoints", str(FLAGS.iterations))
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(checkpoint)
+               for f in files)
     return dict(seconds=statistics.median(r["step_seconds"] for r in train[1:]),
-                first_iteration_s=train[0]["step_seconds"], stage_wall_s=wall)
+                first_iteration_s=train[0]["step_seconds"], stage_wall_s=wall,
+                checkpoint_mb=size / 1e6)
 
 
 def sft_case(name: str) -> dict:
