@@ -3,7 +3,8 @@
 One epoch over K-wise comparisons (the paper's default), then the head's bias is
 shifted so the demonstrations in ``normalize`` score 0 on average. tiny: a
 random ``tiny`` model on generated toy comparisons (about a minute on 2 CPU
-cores); smollm2: SmolLM2-135M-Instruct's trunk with a new scalar head. To start
+cores); smollm2: SmolLM2-135M-Instruct's trunk with a new scalar head, LoRA rank 8
+on a frozen bf16 base. To start
 from an SFT run, ``--config.init=SFT_WORKDIR/model``.
 """
 
@@ -38,7 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif args.name == "smollm2":
         c.init = smollm2_path()
         c.model.dtype = "bfloat16"
-        c.optimizer.learning_rate = 9e-6
+        c.model.param_dtype = "bfloat16"  # the frozen base; adapters and head stay float32
+        c.lora.rank = 8
+        c.optimizer.learning_rate = 1e-4  # full fine-tuning: 9e-6
         c.eval_every = 25
     else:
         raise ValueError(f"unknown RM preset {args.name!r}; choose tiny or smollm2")

