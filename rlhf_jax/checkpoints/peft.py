@@ -28,7 +28,7 @@ import safetensors.numpy
 
 from rlhf_jax import parallel
 from rlhf_jax.checkpoints.families import family, module_name
-from rlhf_jax.checkpoints.weights import _get
+from rlhf_jax.checkpoints.weights import get_path
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.files import write_json
 from rlhf_jax.models.config import ModelConfig
@@ -90,7 +90,7 @@ def adapter_tensors(config: ModelConfig, adapters) -> dict[str, np.ndarray]:
     """PEFT's tensor names and float32 values for the adapters in the tree ``adapters``."""
     tensors = {}
     for owner, (hf, embedding, per_layer) in _modules(config).items():
-        a, b = (np.asarray(to_host(_get(adapters, f"{owner}/{n}")), np.float32)
+        a, b = (np.asarray(to_host(get_path(adapters, f"{owner}/{n}")), np.float32)
                 for n in ADAPTER_NAMES)
         for i in range(config.n_layers) if per_layer else [None]:
             ai, bi = (a, b) if i is None else (a[i], b[i])

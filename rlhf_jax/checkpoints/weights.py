@@ -74,7 +74,8 @@ def fused(ours: tuple[str, ...], hf: str, split: Callable, join: Callable) -> We
                       to_hf=lambda *xs: (join(*xs),))
 
 
-def _get(tree: Mapping, path: str):
+def get_path(tree: Mapping, path: str):
+    """The leaf of a nested dict at a '/'-separated path (``trunk/layers/attn/q/kernel``)."""
     for key in path.split("/"):
         tree = tree[key]
     return tree
@@ -121,7 +122,7 @@ def load_params(rules: Sequence[WeightRule], read: Callable[[str], np.ndarray],
         raise CheckpointError(f"{where}: no conversion rule for parameters {missing_rules}")
     available = set(available)
     for rule in rules:
-        full_shapes = [tuple(_get(abstract, p).shape) for p in rule.ours]
+        full_shapes = [tuple(get_path(abstract, p).shape) for p in rule.ours]
         layer_shapes = [s[1:] if rule.per_layer else s for s in full_shapes]
         want = expected_hf_shapes(rule, layer_shapes)
         layers = range(config.n_layers) if rule.per_layer else [None]
@@ -147,8 +148,8 @@ def load_params(rules: Sequence[WeightRule], read: Callable[[str], np.ndarray],
                 else:
                     buf[i] = out
         for path, buf in zip(rule.ours, stacked):
-            dtype = _get(abstract, path).dtype
-            sharding = None if shardings is None else _get(shardings, path)
+            dtype = get_path(abstract, path).dtype
+            sharding = None if shardings is None else get_path(shardings, path)
             _set(params, path, _place(buf.astype(dtype), sharding))
     unused = sorted(n for n in available - used if not ignore(n))
     if unused:
@@ -167,7 +168,7 @@ def export_tensors(rules: Sequence[WeightRule], params: Mapping,
                    config: ModelConfig) -> Iterator[tuple[str, np.ndarray]]:
     """Yields ``(hf_name, tensor)`` pairs from our parameters, one rule at a time."""
     for rule in rules:
-        ours = [np.asarray(to_host(_get(params, p)), np.float32) for p in rule.ours]
+        ours = [np.asarray(to_host(get_path(params, p)), np.float32) for p in rule.ours]
         layers = range(config.n_layers) if rule.per_layer else [None]
         for i in layers:
             outs = rule.to_hf(*[x if i is None else x[i] for x in ours])
