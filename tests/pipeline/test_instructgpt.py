@@ -10,12 +10,14 @@ import signal
 
 import pytest
 
+from configs.instructgpt import get_config
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.evaluation.evaluate import MODELS
 from rlhf_jax.feedback.world import World
 from rlhf_jax.pipeline.inputs import world_inputs
 from rlhf_jax.pipeline.instructgpt import plan, run_instructgpt, stage_names
 from rlhf_jax.pipeline.layout import Layout
+from rlhf_jax.pipeline.metrics import read_metrics
 from tests import processes
 from tests.metrics_log import interrupt_at, wait_for_step
 from tests.pipeline.micro import micro_config
@@ -146,3 +148,23 @@ def test_the_plan_is_a_list_of_stages_each_reading_what_an_earlier_one_wrote(tmp
         available |= set(stage.outputs)
     round2 = next(s for s in stages if s.name == "round2/comparisons")
     assert Layout(str(tmp_path)).policy(1, "ppo_ptx") in round2.inputs  # it samples round 1's
+
+
+def test_with_lora_the_stages_share_one_base_and_export_adapters(tmp_path):
+    """``:micro,lora=4``: SFT trains adapters and exports them merged and in PEFT's format; the
+    RM trains adapters on the SFT model and names it as its base; PPO runs on that base."""
+    workdir = str(tmp_path)
+    run_instructgpt(get_config("micro,lora=4"), workdir, through="round1/ppo")
+    sft_model = os.path.join(workdir, "sft", "model")
+    with open(os.path.join(workdir, "round1", "rm", "reward_model", "model.json")) as f:
+        rm = json.load(f)
+    assert rm["base"] == sft_model and rm["model"]["lora"]["rank"] == 4
+    base_model = os.path.join(workdir, "base", "model")
+    for adapter, base in ((os.path.join(workdir, "sft", "model_adapter"), base_model),
+                          (os.path.join(workdir, "round1", "ppo", "policy_adapter"), sft_model)):
+        with open(os.path.join(adapter, "adapter_config.json")) as f:
+            peft_config = json.load(f)
+        assert peft_config["r"] == 4 and peft_config["base_model_name_or_path"] == base
+    train = [r for r in read_metrics(os.path.join(workdir, "round1", "ppo"))
+             if r["split"] == "train"]
+    assert train and all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in train)
