@@ -82,13 +82,14 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
         models, value, reward_fn, reward_params = _models(config, policy_config, base,
                                                           partitioner)
         reference = lora.base(base)  # the SFT policy as loaded: never trained, never copied
-        frozen = {k: v for k, v in (("policy", lora.split(base, policy_config.lora)[1]),
-                                    ("value", value.frozen)) if v is not None}
+        policy_given, policy_frozen = lora.split(base, policy_config.lora)
+        frozen = {k: v for k, v in (("policy", policy_frozen), ("value", value.frozen))
+                  if v is not None}
         updates = config.iterations * settings.epochs * settings.minibatches
         tx = ppo_optimizer(_optimizer(config.optimizer, config, updates),
                            _optimizer(config.value_optimizer, config, updates))
-        given = dict(policy=lora.split(base, policy_config.lora)[0], value=value.given)
-        state, abstract = _ppo_state(models, given, value.zero_head, tx, settings, partitioner,
+        state, abstract = _ppo_state(models, dict(policy=policy_given, value=value.given),
+                                     value.zero_head, tx, settings, partitioner,
                                      jax.random.key(config.seed))
         full = lambda params: lora.combine(params, frozen)
 
