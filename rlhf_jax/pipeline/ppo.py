@@ -293,10 +293,10 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
     def evaluate(state) -> dict:
         sums: dict = {}
         counts: dict = {}  # rows with non-finite values, and rows in all (episodes)
-        params = full(state.train.params)
-        ema_params = full(dict(state.train.params, policy=state.ema))
+        policy = full(state.train.params)
+        ema = full(dict(state.train.params, policy=state.ema))
         for i, b in enumerate(batches):
-            for prefix, params in (("", params), ("ema/", ema_params)):
+            for prefix, params in (("", policy), ("ema/", ema)):
                 experience, m = rollout(params, reference, reward_params, b["prompt_ids"],
                                         b["prompt_mask"], jax.random.fold_in(rng, i),
                                         state.kl_coef)
@@ -313,7 +313,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
         if any(v for k, v in counts.items() if k != "episodes"):  # check_finite names them
             sums.update(counts)
         if pretrain_loss is not None:
-            sums["pretrain_loss"] = pretrain_loss(params["policy"])["loss"]
+            sums["pretrain_loss"] = pretrain_loss(policy["policy"])["loss"]
         return sums
 
     return evaluate
