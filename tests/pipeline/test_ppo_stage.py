@@ -166,3 +166,18 @@ def test_lora_ppo_checkpoints_only_what_trains_and_resumes_exactly(checkpoints, 
     saved = sum(np.asarray(x).size for x in jax.tree.leaves(state["train"]["params"]))
     assert saved < sum(x.size for x in base.values()) / 4
     assert "kernel" not in str(jax.tree_util.tree_structure(state["train"]["params"]["policy"]))
+
+
+def test_the_ema_changes_only_the_ema_metrics(checkpoints, tmp_path):
+    """Two validation batches; the policy's metrics must not depend on the EMA's decay."""
+    runs = {}
+    for decay in (0.0, 0.9):
+        config = tiny(checkpoints, iterations=2, eval_every=1, eval_prompts=16,
+                      ppo__ema_decay=decay)
+        run(config, str(tmp_path / str(decay)))
+        runs[decay] = [r for r in timeless_metrics(str(tmp_path / str(decay)))
+                       if r["split"] == "validation"]
+    for a, b in zip(runs[0.0], runs[0.9]):
+        assert {k: v for k, v in a.items() if not k.startswith("ema/")} == \
+            {k: v for k, v in b.items() if not k.startswith("ema/")}
+    assert runs[0.0][-1]["ema/score"] != runs[0.9][-1]["ema/score"]
