@@ -138,7 +138,9 @@ medians of the per-iteration buckets (so they need not add up exactly to ``secon
     rest (policy+value forward, backward, AdamW step, TRL's stats and metric gathering and logging,
     lr step, plus the ``gc.collect()`` / cache emptying TRL runs after every update and fetching the
     next batch of prompts).
-With LoRA the reference forward (adapters disabled) stays in score_s.
+With LoRA the reference forward (adapters disabled) stays in score_s. Each iteration, warmup
+included, also prints one line on stderr (its seconds, generate and score buckets, peak RSS so far),
+so that a run stopped early still shows what it measured.
 
 Memory. ``peak_gb`` is this process's peak resident set size as Linux reports it,
 ``resource.getrusage(resource.RUSAGE_SELF).ru_maxrss`` (KiB on Linux) x 1024 / 1e9, i.e. GB of 10^9
@@ -219,6 +221,8 @@ class Clock:
         self.iter_total.append(now - self.last_end)
         self.iter_gen.append(gen)
         self.iter_score.append(score)
+        print(f"iteration {len(self.iter_total)}: {now - self.last_end:.3f} s (generate {gen:.3f} s, "
+              f"score {score:.3f} s), peak RSS so far {peak_gb():.2f} GB", file=sys.stderr, flush=True)
         self.last_end = now
         self.reset()
 
