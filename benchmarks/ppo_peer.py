@@ -147,7 +147,8 @@ Memory. ``peak_gb`` is this process's peak resident set size as Linux reports it
 bytes (not GiB), read after training: the high-water mark of the whole process (Python, torch,
 loading the safetensors, every model copy, activations, gradients, optimizer state), the same counter
 ``/usr/bin/time -v`` prints as "Maximum resident set size" for it. It is host memory: these runs
-are on CPU.
+are on CPU. The notes also give the same counter once the trainer is built, before any iteration,
+which separates the models' share from what the iterations add.
 """
 
 from __future__ import annotations
@@ -395,6 +396,7 @@ def run_rloo(a, out_dir):
         peft_model.disable_adapter = counted_disable_adapter
     elif trainer.ref_model is None:
         raise RuntimeError("RLOO made no reference model")
+    built_gb = peak_gb()
     trainable = [p for p in trainer.model.parameters() if p.requires_grad]
     trainable_dtypes = sorted({str(p.dtype).replace("torch.", "") for p in trainable})
     frozen_dtypes = sorted({str(p.dtype).replace("torch.", "")
@@ -444,6 +446,7 @@ def run_rloo(a, out_dir):
         + f"; trainable {sum(p.numel() for p in trainable)} parameters in {'/'.join(trainable_dtypes)}, "
         f"frozen in {'/'.join(frozen_dtypes) or '-'}; reward model in {reward_model.dtype}",
         reference.format(calls=len(reference_calls)),
+        f"peak RSS {built_gb:.2f} GB once the trainer was built (models loaded, before any iteration)",
     ]
     if a.lora_rank and len(reference_calls) != steps:
         raise RuntimeError(f"{len(reference_calls)} adapter-disabled reference passes for {steps} iterations")
@@ -500,6 +503,7 @@ def run_ppo(a, out_dir):
         eval_dataset=dataset.select(range(a.prompts)),
     )
 
+    built_gb = peak_gb()
     clock = Clock()
     lengths = []
     original_batch_generation, original_forward = ppo_module.batch_generation, ppo_module.forward
@@ -541,6 +545,7 @@ def run_ppo(a, out_dir):
         f"{sorted(set(lengths))}",
         "the gc.collect()/empty_cache TRL runs after every update is counted in train_s",
         f"weights in {policy.dtype} (policy, reference, reward and value models)",
+        f"peak RSS {built_gb:.2f} GB once the trainer was built (models loaded, before any iteration)",
     ]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return clock, a.prompts, notes, dict(trainable_parameters=trainable)
