@@ -145,7 +145,7 @@ def test_one_base_under_policy_reference_reward_and_value(checkpoints, lora_rewa
 def test_lora_ppo_checkpoints_only_what_trains_and_resumes_exactly(checkpoints, lora_reward_model,
                                                                    tmp_path, monkeypatch):
     config = tiny((checkpoints[0], lora_reward_model), iterations=4, save_every=2, eval_every=2,
-                  lora__rank=4)
+                  lora__rank=4, kl__target=1.0, kl__horizon=100)  # PPO-ptx, adaptive β
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     run(config, straight)
     with monkeypatch.context() as patch:
@@ -154,6 +154,8 @@ def test_lora_ppo_checkpoints_only_what_trains_and_resumes_exactly(checkpoints, 
             run(config, resumed)
     run(config, resumed)
     assert timeless_metrics(resumed) == timeless_metrics(straight)
+    train = [r for r in timeless_metrics(straight) if r["split"] == "train"]
+    assert len({r["kl_coef"] for r in train}) == 4 and all(r["ptx_loss"] > 0 for r in train)
     for name in ("policy", "policy_ema", "policy_adapter", "policy_ema_adapter"):
         file = "adapter_model.safetensors" if name.endswith("adapter") else "model.safetensors"
         a, b = (load_file(os.path.join(d, name, file)) for d in (straight, resumed))
