@@ -19,11 +19,11 @@ Models. ``DIR`` is a Hugging Face Llama directory. Policy:
 (PPO: loaded here and passed as ``ref_model``; RLOO: RLOOTrainer loads it itself from ``DIR``
 because ``beta`` > 0, in the policy's dtype; under LoRA there is no copy, see below); reward model
 (and, for PPO, value model): ``AutoModelForSequenceClassification.from_pretrained(DIR, num_labels=1)``,
-same trunk, its new ``score`` head drawn after ``torch.manual_seed(0)``. Weights stay float32;
-``--dtype=bfloat16`` sets the trainer's ``bf16=True`` (torch autocast to bfloat16 on CPU, float32
-master weights and AdamW state) and also runs the whole ``trainer.train()`` under
-``torch.autocast("cpu", torch.bfloat16)``, so that generation and scoring are autocast too (RLOO does
-that already through accelerate's wrapped forwards; TRL's PPO does not, see below).
+same trunk, its new ``score`` head drawn after ``torch.manual_seed(0)``. Weights are float32 (but
+see ``--bf16_weights``); ``--dtype=bfloat16`` sets the trainer's ``bf16=True`` (torch autocast to
+bfloat16 on CPU, float32 master weights and AdamW state) and also runs the whole ``trainer.train()``
+under ``torch.autocast("cpu", torch.bfloat16)``, so that generation and scoring are autocast too
+(RLOO does that already through accelerate's wrapped forwards; TRL's PPO does not, see below).
 
 ``--bf16_weights`` (only with ``--dtype=bfloat16``): every model above is loaded with
 ``from_pretrained(DIR, dtype=torch.bfloat16)`` (``dtype`` is transformers 5's name for
