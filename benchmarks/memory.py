@@ -52,6 +52,7 @@ flags.DEFINE_list("cases", ["ppo_full", "ppo_lora", "ppo_lora_equal", "sft_small
                   "cases to run, each in its own process")
 flags.DEFINE_integer("iterations", 4, "PPO iterations per case (the first compiles)")
 flags.DEFINE_integer("sft_steps", 6, "SFT steps per case (two untimed)")
+flags.DEFINE_integer("microbatches", 1, "gradient accumulation in each PPO minibatch update")
 flags.DEFINE_string("peer_python", "", "interpreter with trl and peft: also run TRL RLOO + LoRA")
 flags.DEFINE_string("child", "", "internal: run one case in this process")
 flags.DEFINE_string("workdir", "", "internal: the shared setup directory")
@@ -90,7 +91,7 @@ def setup(workdir: str) -> None:
                                    param_dtype="bfloat16" if use_lora else "float32")
         fresh = nn.meta.unbox(ScalarHeadModel(rm_config).init(
             jax.random.key(0), np.zeros((1, 8), np.int32))["params"])
-        trainable, _ = lora.split(dict(fresh, trunk=params["trunk"]), rm_config.lora)
+        trainable, _ = lora.split(lora.combine({"trunk": params["trunk"]}, fresh), rm_config.lora)
         save_scalar_model(_rm_dir(workdir, use_lora), rm_config, trainable, {}, tokenizer,
                           base=path if use_lora else "")
     export_hf(config, params, os.path.join(workdir, "hf"), tokenizer)
@@ -112,7 +113,7 @@ def ppo_case(name: str, workdir: str) -> dict:
     c.batch_size, c.eval_prompts, c.iterations = 16, 16, FLAGS.iterations
     c.data.max_prompt_len = 64
     c.sampling.max_new_tokens = c.sampling.min_new_tokens = 64
-    c.ppo.minibatches = 2
+    c.ppo.minibatches, c.ppo.microbatches = 2, FLAGS.microbatches
     c.eval_every, c.save_every, c.log_every = 0, 10_000, 1
     run_dir = os.path.join(workdir, name)
     began = time.perf_counter()
@@ -193,7 +194,9 @@ def child(name: str, workdir: str) -> None:
 
 def run_child(name: str, workdir: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "benchmarks.memory", f"--child={name}",
-                           f"--workdir={workdir}"], capture_output=True, text=True)
+                           f"--workdir={workdir}", f"--iterations={FLAGS.iterations}",
+                           f"--sft_steps={FLAGS.sft_steps}", f"--microbatches={FLAGS.microbatches}"],
+                          capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
