@@ -131,6 +131,7 @@ def _smollm2(c):
     c.sft.optimizer.update(learning_rate=2e-4, warmup_steps=2)
     c.rm.optimizer.update(learning_rate=1e-4, warmup_steps=2)
     c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 5e-5
+    c.ppo.ppo.microbatches = 4  # exact accumulation; holds the activations of 2 episodes at a time
     c.ppo.data.max_prompt_len = 96
     c.world.update(demonstrations=400, rm_prompts=96, ppo_prompts=320, eval_prompts=64,
                    pretraining=2000)

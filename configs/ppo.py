@@ -103,6 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.batch_size = 16
         c.iterations = 20
         c.ppo.minibatches = 2
+        c.ppo.microbatches = 4  # exact accumulation; the activations of 2 episodes at a time
         c.eval_prompts = 16
         c.eval_every = 5
         c.save_every = 5
