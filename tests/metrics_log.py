@@ -9,6 +9,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from rlhf_jax.pipeline import metrics
 from tests.processes import output
 
@@ -27,6 +29,19 @@ def interrupt_at(monkeypatch, step: int, path: str = "") -> None:
         write(self, s, split, values)
 
     monkeypatch.setattr(metrics.MetricsLog, "write", failing)
+
+
+def straight_and_interrupted(run, config, tmp_path, monkeypatch, step: int) -> tuple[str, str]:
+    """``run(config, workdir)`` twice: straight through, and in a second workdir stopped by Ctrl-C
+    as it logs ``step`` (``interrupt_at``); returns ``(straight, interrupted)``, to resume the
+    second and compare."""
+    straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run(config, straight)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, step)
+        with pytest.raises(KeyboardInterrupt):
+            run(config, interrupted)
+    return straight, interrupted
 
 
 def without_timings(rows: list[dict]) -> list[dict]:

@@ -19,7 +19,7 @@ from rlhf_jax.errors import ConfigError
 from rlhf_jax.models import CausalLM, LoraConfig, ModelConfig, ScalarHeadModel, lora
 from rlhf_jax.pipeline import ppo as ppo_stage
 from rlhf_jax.pipeline.settings import settings
-from tests.metrics_log import interrupt_at, timeless_metrics
+from tests.metrics_log import straight_and_interrupted, timeless_metrics
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,7 @@ def test_interrupted_ppo_run_resumes_exactly(checkpoints, tmp_path, monkeypatch)
     # An adaptive β, so the KL controller's state must be restored too.
     config = tiny(checkpoints, iterations=4, save_every=2, eval_every=2, kl__target=1.0,
                   kl__horizon=100)
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    run(config, straight)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 3)
-        with pytest.raises(KeyboardInterrupt):
-            run(config, resumed)
+    straight, resumed = straight_and_interrupted(run, config, tmp_path, monkeypatch, 3)
     assert TrainCheckpoints(os.path.join(resumed, "checkpoints")).latest_step() == 2
     run(config, resumed)
     assert timeless_metrics(resumed) == timeless_metrics(straight)
@@ -146,12 +141,7 @@ def test_lora_ppo_checkpoints_only_what_trains_and_resumes_exactly(checkpoints, 
                                                                    tmp_path, monkeypatch):
     config = tiny((checkpoints[0], lora_reward_model), iterations=4, save_every=2, eval_every=2,
                   lora__rank=4, kl__target=1.0, kl__horizon=100)  # PPO-ptx, adaptive β
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    run(config, straight)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 3)
-        with pytest.raises(KeyboardInterrupt):
-            run(config, resumed)
+    straight, resumed = straight_and_interrupted(run, config, tmp_path, monkeypatch, 3)
     run(config, resumed)
     assert timeless_metrics(resumed) == timeless_metrics(straight)
     train = [r for r in timeless_metrics(straight) if r["split"] == "train"]

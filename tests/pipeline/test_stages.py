@@ -13,7 +13,7 @@ from rlhf_jax.checkpoints import load_pretrained
 from rlhf_jax.checkpoints.scalar_model import load_scalar_model
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
 from rlhf_jax.pipeline.metrics import NonFiniteError, read_metrics
-from tests.metrics_log import interrupt_at, timeless_metrics
+from tests.metrics_log import straight_and_interrupted, timeless_metrics
 
 
 def tiny(stage, records, **fields):
@@ -59,12 +59,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     """The loop is every stage's (the RM's and PPO's too; PPO's resumption is tested in
     test_ppo_stage.py, each stream kind's in tests/data/test_loaders.py)."""
     config = tiny("sft", 300, steps=8, save_every=4, eval_every=4)
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    run(config, straight)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 6)
-        with pytest.raises(KeyboardInterrupt):
-            run(config, resumed)
+    straight, resumed = straight_and_interrupted(run, config, tmp_path, monkeypatch, 6)
     assert TrainCheckpoints(os.path.join(resumed, "checkpoints")).latest_step() == 4
     run(config, resumed)
     assert timeless_metrics(resumed) == timeless_metrics(straight)
