@@ -38,7 +38,8 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3", "filelock>=3.12", "torch==2.13.0",
                  "accelerate>=1.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
                  "peft==0.21.2"],
-        # benchmarks/train_steps.py runs TRL's trainers side by side with ours.
-        "bench": ["torch==2.13.0", "accelerate>=1.0", "trl==1.16.0", "datasets>=5.2"],
+        # benchmarks/train_steps.py runs TRL's trainers side by side with ours (memory.py: + PEFT).
+        "bench": ["torch==2.13.0", "accelerate>=1.0", "trl==1.16.0", "datasets>=5.2",
+                  "peft==0.21.2"],
     },
 )
