@@ -75,7 +75,7 @@ def _metrics(step: int, torn: bool) -> None:
 
 
 def _export() -> None:
-    from rlhf_jax.pipeline import ppo, reward, sft
+    from rlhf_jax.pipeline import reward, stage
 
     def torn(original):
         def export(*args, **kwargs):
@@ -88,7 +88,7 @@ def _export() -> None:
             _die()
         return export
 
-    sft.export_hf, ppo.export_hf = torn(sft.export_hf), torn(ppo.export_hf)
+    stage.export_hf = torn(stage.export_hf)  # the SFT and PPO stages export through stage.py
     reward.save_scalar_model = torn(reward.save_scalar_model)
 
 
