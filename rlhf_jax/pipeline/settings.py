@@ -76,9 +76,9 @@ class Optimizer:
     warmup_steps: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """An SFT, pretraining or reward-model stage (``configs/sft.py``, ``configs/rm.py``)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Run:
+    """What every stage's config holds: the model, mesh, data, optimizer and loop."""
 
     stage: str
     seed: int
@@ -88,9 +88,6 @@ class Stage:
     mesh: Mesh
     data: Records
     batch_size: int
-    microbatches: int
-    epochs: int
-    steps: int
     optimizer: Optimizer
     eval_every: int
     save_every: int
@@ -98,6 +95,15 @@ class Stage:
     log_every: int
     profile_steps: tuple
     distributed: Distributed = Distributed()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Stage(Run):
+    """An SFT, pretraining or reward-model stage (``configs/sft.py``, ``configs/rm.py``)."""
+
+    microbatches: int
+    epochs: int
+    steps: int
     normalize: Optional[Records] = None  # the RM's demonstrations to score 0 on average
 
 
@@ -123,35 +129,21 @@ class KL:
     horizon: int
 
 
-@dataclasses.dataclass(frozen=True)
-class PPO:
-    """A PPO or PPO-ptx stage (``configs/ppo.py``)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PPO(Run):
+    """A PPO or PPO-ptx stage (``configs/ppo.py``); its ``lora`` is the policy's adapters on the
+    frozen SFT model (also the reference)."""
 
-    stage: str
-    seed: int
-    init: str
-    model: ModelConfig
-    lora: LoraConfig  # the policy's adapters on the frozen SFT model (also the reference)
     reward: Reward
     value_init: str
-    mesh: Mesh
-    data: Records
     ptx: Records
     sampling: Sampling
-    batch_size: int
     iterations: int
     ppo: PPOConfig  # its kl is the KL group's (``pipeline.ppo.ppo_config``)
     kl: KL
     warmup_iterations: int
-    optimizer: Optimizer
     value_optimizer: Optimizer
     eval_prompts: int
-    eval_every: int
-    save_every: int
-    keep_checkpoints: int
-    log_every: int
-    profile_steps: tuple
-    distributed: Distributed = Distributed()
 
 
 @dataclasses.dataclass(frozen=True)
