@@ -13,6 +13,17 @@ clean: no filler opening or rambling ending, and a final ``.`` or ``!``;
 concise: 1 up to ``2·len(answer) + 10`` characters, then falling linearly to 0
 over as many again. The words are few and short, so a byte-level model of a
 few hundred thousand parameters can learn the tasks in minutes.
+
+A model with a real vocabulary knows many more words than the world does, so
+content is judged on every word of the response (after a known filler opening
+and rambling ending, which ``clean`` judges): a word the task cannot account for
+(not a ``FUNCTION`` word, not a word of the prompt, not of the world's lexicon,
+plural ``-s``/``-es`` forms included) counts against the criterion it would
+dodge. ``The sea is sad and calm.`` has one adjective of two that is kind, not
+all; ``In the forest or the woods.`` names a place besides the right one; a
+summary may use only the story's words; rewritten words must be the prompt's
+words alone. A negated label (``not kind``) counts for nothing, and a number may
+be written in digits or in words.
 """
 
 from __future__ import annotations
@@ -37,6 +48,13 @@ NUMBER_WORDS = ("two", "three", "four")
 FILLERS = ("Well, I think ", "Hmm, maybe ", "So, um, ")
 RAMBLES = (" And so on.", " That is all I know.", " Or not.")
 WORD = re.compile(r"[A-Za-z]+")
+# Words that carry no content of their own: articles, pronouns, auxiliaries, prepositions,
+# conjunctions and a few intensifiers. Every other word of a response must be the task's.
+FUNCTION = frozenset("""a an the is are was were be it its this that these those there here of in
+    on at to for with by from as and or but so very too quite really just also my your our their
+    his her i you we they he she me us them some""".split())
+NEGATIONS = frozenset(("not", "no", "never", "nor", "isn", "aren", "don", "doesn"))
+NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +79,20 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in WORD.findall(text)]
 
 
+def _known(word: str, vocabulary) -> str | None:
+    """``word``, or its singular (``-s``/``-es`` dropped), if that is in ``vocabulary``."""
+    for form in (word, word[:-1] if word.endswith("s") else "", word[:-2] if word.endswith("es") else ""):
+        if form and form in vocabulary:
+            return form
+    return None
+
+
+def _unknown(words, *vocabularies) -> list[str]:
+    """The ``words`` that are neither ``FUNCTION`` words nor (in a form) of ``vocabularies``."""
+    vocabulary = set(FUNCTION).union(*vocabularies)
+    return [w for w in words if _known(w, vocabulary) is None]
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One category: ``make(rng) -> Task``, ``content(task, response) -> [0, 1]``,
@@ -72,12 +104,14 @@ class Family:
     flawed: Callable[[np.random.Generator, Task], str]
 
 
-def _has_only(keys, pool, words) -> float:
-    """1 if every key is present and no other word of ``pool``; partial credit otherwise."""
-    present = [w for w in words if w in pool]
+def _has_only(keys, pool, words, prompt: str) -> float:
+    """1 if every key is present and no other word of ``pool``; partial credit otherwise. Words
+    neither of ``pool``, the prompt nor ``FUNCTION`` count as other answers."""
+    present = [_known(w, pool) for w in words if _known(w, pool)]
     if not present:
         return 0.0
-    return 0.5 * np.mean([k in present for k in keys]) + 0.5 * np.mean([w in keys for w in present])
+    named = present + _unknown(words, pool, _words(prompt))
+    return 0.5 * np.mean([k in present for k in keys]) + 0.5 * np.mean([w in keys for w in named])
 
 
 # generation: a happy line about a subject, all adjectives kind.
@@ -89,10 +123,13 @@ def _make_generation(rng):
 
 
 def _content_generation(task, response):
+    """0.4 for naming the subject, 0.6 × the share of kind words among the describing words (every
+    word but ``FUNCTION`` words and the subject's: unknown words are not kind)."""
     words = _words(response)
-    adjectives = [w for w in words if w in KIND + UNKIND]
-    kind = np.mean([w in KIND for w in adjectives]) if adjectives else 0.0
-    return 0.4 * (task.keys[0] in words) + 0.6 * kind
+    subject = _words(task.prompt.rsplit(" about ", 1)[-1])
+    describing = [w for w in words if _known(w, set(FUNCTION).union(subject)) is None]
+    kind = np.mean([w in KIND for w in describing]) if describing else 0.0
+    return 0.4 * any(_known(w, task.keys) for w in words) + 0.6 * kind
 
 
 def _flawed_generation(rng, task):
@@ -108,7 +145,7 @@ def _make_open_qa(rng):
 
 
 def _content_one_of(pool):
-    return lambda task, response: _has_only(task.keys, pool, _words(response))
+    return lambda task, response: _has_only(task.keys, pool, _words(response), task.prompt)
 
 
 def _flawed_open_qa(rng, task):
@@ -125,12 +162,16 @@ def _make_brainstorming(rng):
 
 
 def _content_brainstorming(task, response):
+    """How near the number of distinct right things is to n, times their share of the things
+    named (other kinds' things, and unknown words, count as wrong ones)."""
     kind, n = task.keys[0], int(task.keys[1])
     words = _words(response)
-    valid = set(w for w in words if w in THINGS[kind])
+    valid = set(_known(w, THINGS[kind]) for w in words) - {None}
     if not valid:
         return 0.0
-    others = sum(w in sum(THINGS.values(), ()) and w not in THINGS[kind] for w in words)
+    lexicon = sum(THINGS.values(), ())
+    others = sum(_known(w, lexicon) not in (None, *THINGS[kind]) for w in words)
+    others += len(_unknown(words, lexicon, _words(task.prompt), NUMBERS))
     return max(0.0, 1 - abs(len(valid) - n) / n) * len(valid) / (len(valid) + others)
 
 
@@ -166,9 +207,13 @@ def _make_rewrite(rng):
 
 
 def _content_rewrite(task, response):
+    """The share of the words found, halved unless every word is in capitals, times the share of
+    the response's words that are the prompt's words."""
     found = WORD.findall(response)
+    if not found:
+        return 0.0
     return float(np.mean([k in found for k in task.keys])) * (
-        1.0 if all(w.isupper() for w in found) else 0.5)
+        1.0 if all(w.isupper() for w in found) else 0.5) * np.mean([w in task.keys for w in found])
 
 
 def _flawed_rewrite(rng, task):
@@ -185,9 +230,15 @@ def _make_summarization(rng):
 
 
 def _content_summarization(task, response):
+    """The share of the keys present, halved unless exactly one animal is named, times the share
+    of the response's words (``FUNCTION`` words aside) that are the story's."""
     words = _words(response)
+    meaningful = [w for w in words if w not in FUNCTION]
+    if not meaningful:
+        return 0.0
+    story = 1 - len(_unknown(meaningful, _words(task.prompt))) / len(meaningful)
     return float(np.mean([k in words for k in task.keys])) * (
-        1.0 if sum(w in THINGS["animals"] for w in words) == 1 else 0.5)
+        1.0 if sum(w in THINGS["animals"] for w in words) == 1 else 0.5) * story
 
 
 def _flawed_summarization(rng, task):
@@ -204,9 +255,11 @@ def _make_classification(rng):
 
 
 def _content_classification(task, response):
+    """1 if the one label given is right and not negated (``not kind``, ``isn't unkind``)."""
     words = _words(response)
-    labels = [w for w in words if w in ("kind", "unkind")]
-    return float(labels == [task.keys[0]])
+    labels = [i for i, w in enumerate(words) if w in ("kind", "unkind")]
+    negated = any(NEGATIONS.intersection(words[max(0, i - 2):i]) for i in labels)
+    return float([words[i] for i in labels] == [task.keys[0]] and not negated)
 
 
 def _flawed_classification(rng, task):
@@ -231,7 +284,9 @@ def _make_extraction(rng):
 
 
 def _content_extraction(task, response):
-    numbers = re.findall(r"\d+", response)
+    """1 if the response gives one number, the right one, in digits or in words."""
+    numbers = re.findall(r"\d+", response) + [str(NUMBERS.index(w)) for w in _words(response)
+                                               if w in NUMBERS]
     return float(numbers == [task.keys[0]])
 
 
@@ -256,11 +311,22 @@ FAMILIES = {f.category: f for f in (
 CATEGORIES = tuple(FAMILIES)
 
 
+def _without_filler(text: str) -> str:
+    """``text`` less a known filler opening and rambling ending (``clean`` judges those)."""
+    for filler in FILLERS:
+        if text.startswith(filler):
+            text = text[len(filler):]
+    for ramble in RAMBLES:
+        if text.endswith(ramble):
+            text = text[:-len(ramble)]
+    return text
+
+
 def rubric(task: Task, response: str) -> dict[str, float]:
     """The shared hidden rubric: ``content``, ``clean``, ``concise`` and their weighted
     ``quality`` in [0, 1]."""
     text = response.strip()
-    content = FAMILIES[task.category].content(task, text)
+    content = FAMILIES[task.category].content(task, _without_filler(text))
     clean = float(bool(text) and text[-1] in ".!" and not text.startswith(FILLERS)
                   and not text.endswith(RAMBLES))
     limit = 2 * len(task.answer) + 10
