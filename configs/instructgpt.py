@@ -3,9 +3,11 @@
 Presets:
 - ``tiny`` (default): the simulated world (``rlhf_jax.feedback``) and a ``tiny``
   model pretrained on its corpus; about 6 minutes on a 2-core CPU.
-- ``micro``: the same at the smallest sizes that run every stage (the tests).
+- ``micro``: the same at the smallest sizes that run every stage (the tests);
+  ``<preset>,micro=1`` shrinks any world preset so (``smollm2,micro=1``).
 - ``smollm2``: the simulated world's prompts with SmolLM2-135M-Instruct (its GGUF)
-  as the base model instead of pretraining one.
+  as the base model instead of pretraining one, LoRA rank 8 on one frozen bf16
+  base; about an hour on a 2-core CPU (docs/results/smollm2.md).
 - ``hh_rlhf`` / ``summarize``: real preference files in the Anthropic HH-RLHF or
   OpenAI summarize-from-feedback layout (``data.comparisons``) and a Hugging Face
   checkpoint directory (``base.init``), on every device of the mesh; without
@@ -32,7 +34,7 @@ PRESETS = ("tiny", "micro", "smollm2", "hh_rlhf", "summarize")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, name="tiny", lora=-1)
+    args = parse_arg(arg, name="tiny", lora=-1, micro=False)
     if args.name not in PRESETS:
         raise ValueError(f"unknown pipeline preset {args.name!r}; choose one of {PRESETS}")
     c = ml_collections.ConfigDict()
@@ -58,8 +60,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ppo = ppo_presets.get_config("tiny")
     c.comparisons = dict(k_min=4, k_max=9, temperature=1.0, max_new_tokens=48, batch_size=64)
     # sharded: load the evaluated models onto the PPO stage's mesh (False: one device each)
+    # dtype: the compute dtype of the sampled and scored models (comparisons, judge, evaluation)
     c.evaluation = dict(temperature=1.0, max_new_tokens=48, best_of_n=8, fewshot=2,
-                        batch_size=64, shown_prompts=6, sharded=False)
+                        batch_size=64, shown_prompts=6, sharded=False, dtype="float32")
     for section in (c.pretrain, c.sft, c.rm, c.ppo):
         section.seed = c.seed
         del section.distributed  # the pipeline joins its processes once, by c.distributed
@@ -68,12 +71,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # rows as long as the longest forum page (three threads), so few-shot prompts are in range
     c.pretrain.data.update(chat=False, max_len=256, split_fractions=(0.95, 0.05, 0.0))
     _tiny(c)
-    if args.name == "micro":
-        _micro(c)
-    elif args.name == "smollm2":
+    if args.name == "smollm2":
         _smollm2(c)
     elif args.name in ("hh_rlhf", "summarize"):
         _real(c, args.name)
+    if args.name == "micro" or args.micro:
+        _micro(c)
     if args.lora >= 0:  # `:smollm2,lora=0`: full fine-tuning; `:tiny,lora=8`: adapters
         for section in (c.sft, c.rm, c.ppo):
             section.lora.rank = args.lora
@@ -117,9 +120,11 @@ def _micro(c):
 
 
 def _smollm2(c):
+    """Sized for about an hour on 2 CPU cores at under 12 GB (docs/results/smollm2.md)."""
     c.base.init = smollm2_path()
     for section in (c.sft, c.rm, c.ppo):
         section.model.dtype = "bfloat16"
+    c.evaluation.dtype = "bfloat16"  # sampling in bf16 is about twice as fast here
     # LoRA rank 8 in every stage: SFT adapters are merged into its exported model, on which the
     # RM's adapters and the PPO policy's share one frozen bf16 base (the reference, no copy).
     # Adapters take larger steps than whole weights (the full fine-tuning rates were 2e-5,
@@ -127,15 +132,22 @@ def _smollm2(c):
     for section in (c.sft, c.rm, c.ppo):
         section.lora.rank = 8
     c.rm.model.param_dtype = c.ppo.model.param_dtype = "bfloat16"
+    c.world.update(demonstrations=400, rm_prompts=440, ppo_prompts=640, eval_prompts=128,
+                   pretraining=2000)
     c.sft.epochs, c.sft.batch_size = 2, 8
     c.sft.optimizer.update(learning_rate=2e-4, warmup_steps=2)
-    c.rm.optimizer.update(learning_rate=1e-4, warmup_steps=2)
-    c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 5e-5
-    c.ppo.ppo.microbatches = 4  # exact accumulation; holds the activations of 2 episodes at a time
+    # The RM's validation split, by user: 123 of the 440 prompts, to measure accuracy on.
+    c.rm.data.split_fractions = (0.65, 0.35, 0.0)
+    c.rm.optimizer.update(learning_rate=2e-4, warmup_steps=4)
+    c.rm.microbatches = 4  # 8 prompts × K ≤ 9 responses in one step peak at 17 GB; in 4: 2 at a time
+    # World answers are a few words: 32 new tokens hold every demonstration with room to ramble.
+    c.comparisons.max_new_tokens = c.evaluation.max_new_tokens = 32
+    c.ppo.sampling.max_new_tokens = 32
     c.ppo.data.max_prompt_len = 96
-    c.world.update(demonstrations=400, rm_prompts=96, ppo_prompts=320, eval_prompts=64,
-                   pretraining=2000)
-    c.ppo.iterations, c.ppo.batch_size, c.ppo.eval_prompts = 10, 16, 32
+    c.ppo.iterations, c.ppo.batch_size, c.ppo.eval_prompts, c.ppo.eval_every = 40, 16, 32, 5
+    c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 1e-4
+    # 4 updates per iteration; exact accumulation over microbatches of 2 episodes (the memory)
+    c.ppo.ppo.minibatches, c.ppo.ppo.microbatches = 4, 2
     c.evaluation.best_of_n = 4
     c.comparisons.batch_size = c.evaluation.batch_size = 32
 

@@ -79,7 +79,7 @@ def evaluate(config, world, evidence: Evidence, partitioner: Partitioner | None 
     model then judges). Models are loaded onto ``partitioner`` (default: one device of this
     process)."""
     e, seed, prompts = config.evaluation, config.seed + 1000, evidence.prompts
-    models = {name: functools.partial(Policy, path, partitioner=partitioner)
+    models = {name: functools.partial(Policy, path, e.dtype, partitioner=partitioner)
               for name, path in evidence.models.items()}
     chat = dict(chat=config.sft.data.chat, max_prompt_len=config.ppo.data.max_prompt_len,
                 max_new_tokens=e.max_new_tokens, temperature=e.temperature, batch_size=e.batch_size)

@@ -28,7 +28,7 @@ def responder(config, path: str) -> Callable[[list[str]], list[str]]:
 
     def respond(prompts):
         if not policy:
-            policy.append(Policy(path))
+            policy.append(Policy(path, config.evaluation.dtype))
         e = config.evaluation
         return [s[0] for s in policy[0].sample(
             prompts, 1, config.seed + 2000, chat=config.sft.data.chat,
@@ -52,7 +52,7 @@ def comparisons(config, world: Optional[World], inputs: Inputs, sampler: str,
         return dict(comparisons=len(records), source=inputs.comparisons)
     c = config.comparisons
     prompts = [json.loads(line) for line in open(inputs.rm_prompts)]
-    samples = Policy(sampler).sample(
+    samples = Policy(sampler, config.evaluation.dtype).sample(
         [p["prompt"] for p in prompts], c.k_max, config.seed + round_index,
         chat=config.sft.data.chat, max_prompt_len=config.ppo.data.max_prompt_len,
         max_new_tokens=c.max_new_tokens, temperature=c.temperature, batch_size=c.batch_size,

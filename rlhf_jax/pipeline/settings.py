@@ -189,6 +189,7 @@ class Evaluation:
     batch_size: int
     shown_prompts: int
     sharded: bool
+    dtype: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ from rlhf_jax.checkpoints import read_model_config
 from rlhf_jax.checkpoints.scalar_model import CONFIG_FILE
 from rlhf_jax.data.records import MAX_K, MIN_K
 from rlhf_jax.errors import ConfigError, MissingFileError
+from rlhf_jax.models.config import DTYPES
 from rlhf_jax.pipeline.inputs import IMPORTERS
 from rlhf_jax.pipeline.settings import settings
 from rlhf_jax.train.optim import DECAY
@@ -136,6 +137,7 @@ def validate_pipeline(config) -> None:
     e = c["evaluation"]
     e.non_negative("temperature", "fewshot", "shown_prompts")
     e.positive("max_new_tokens", "best_of_n", "batch_size")
+    e.need("dtype", lambda v: v in DTYPES, f"must be one of {DTYPES}")
     if config.base.init:
         context = read_model_config(config.base.init).max_seq_len
     else:
