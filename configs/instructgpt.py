@@ -145,7 +145,7 @@ def _smollm2(c):
     c.ppo.sampling.max_new_tokens = 32
     c.ppo.data.max_prompt_len = 96
     c.ppo.iterations, c.ppo.batch_size, c.ppo.eval_prompts, c.ppo.eval_every = 40, 16, 32, 5
-    c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 1e-4
+    c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 2e-4
     # 4 updates per iteration; exact accumulation over microbatches of 2 episodes (the memory)
     c.ppo.ppo.minibatches, c.ppo.ppo.microbatches = 4, 2
     c.evaluation.best_of_n = 4

@@ -17,7 +17,7 @@ TIERS = {
         data/test_prompt_filters.py data/test_records.py data/test_tokenize.py
         evaluation/test_models.py evaluation/test_stats.py
         experiments/test_generate_entry.py
-        feedback/test_toy.py feedback/test_world.py
+        feedback/test_rubric.py feedback/test_toy.py feedback/test_world.py
         models/test_lora.py models/test_mixed_matmul.py models/test_transformer.py
         parallel/test_sharding.py
         parallel/test_multihost.py::test_initialize_from_env_takes_the_config_then_the_environment
@@ -31,6 +31,7 @@ TIERS = {
     """,
     "pipeline": """
         pipeline/test_instructgpt.py pipeline/test_real_data_presets.py
+        pipeline/test_smollm2_preset.py
     """,
     "notebook": """
         notebooks/test_notebooks.py

@@ -255,6 +255,9 @@ INSTRUCTGPT = {
                 ["config.comparisons.k_min=1: must be in [2, 9]"]),
     "best_of_0": ([*PIPELINE, "--config.evaluation.best_of_n=0"],
                   ["config.evaluation.best_of_n=0: must be positive"]),
+    "evaluation_dtype": ([*PIPELINE, "--config.evaluation.dtype=int8"],
+                         ["config.evaluation.dtype='int8': must be one of ('float32', "
+                          "'bfloat16', 'float16')"]),
 }
 GENERATE = {  # no workdir
     "no_model": (["--prompt=Hi"], ["flag --model=None: Flag --model must have a value"]),

@@ -1,0 +1,50 @@
+"""The ``smollm2`` preset at its smallest setting (``smollm2,micro=1``) on the real GGUF, so the
+preset the results in docs/results/smollm2.md come from never rots: every stage runs, LoRA in every
+stage on one base, sane numbers."""
+
+import json
+import math
+import os
+
+import pytest
+
+from configs.instructgpt import get_config
+from rlhf_jax.checkpoints import smollm2_path
+from rlhf_jax.evaluation.evaluate import MODELS
+from rlhf_jax.pipeline.instructgpt import run_instructgpt, stage_names
+from tests.pipeline.test_instructgpt import numbers
+
+
+@pytest.fixture(scope="module")
+def smollm2_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("smollm2"))
+    config = get_config("smollm2,micro=1")
+    return workdir, config, run_instructgpt(config, workdir)
+
+
+def test_the_preset_is_the_full_run_shrunk():
+    full, small = get_config("smollm2"), get_config("smollm2,micro=1")
+    assert full.base.init == small.base.init == smollm2_path()
+    for stage in ("sft", "rm", "ppo"):
+        assert full[stage].lora == small[stage].lora and full[stage].lora.rank == 8
+        assert full[stage].model == small[stage].model
+    assert full.world.rm_prompts > small.world.rm_prompts
+    assert full.ppo.iterations > small.ppo.iterations
+
+
+def test_every_stage_runs_on_the_gguf_with_adapters_on_one_base(smollm2_run):
+    workdir, config, results = smollm2_run
+    assert stage_names(config)[0] == "sft"  # no pretraining: the GGUF is the base
+    for stage in stage_names(config):
+        assert os.path.exists(os.path.join(workdir, stage, "result.json")), stage
+    for adapter in ("sft/model_adapter", "round1/ppo/policy_adapter",
+                    "round1/ppo_ptx/policy_adapter"):
+        assert os.path.exists(os.path.join(workdir, adapter, "adapter_model.safetensors"))
+    rm = json.load(open(os.path.join(workdir, "round1/rm/reward_model/model.json")))
+    assert rm["base"] == os.path.join(workdir, "sft/model")  # adapters and head on the SFT base
+    assert set(results["win_rate_vs_sft"]) == set(MODELS)
+    assert results["rm_accuracy"]["comparisons"] > 0
+    for run in ("ppo", "ppo_ptx"):
+        assert len(results["overoptimization"][run]) >= 2
+    for path, value in numbers(results):
+        assert math.isfinite(value), path
