@@ -95,8 +95,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.dtype = "bfloat16"
         c.model.param_dtype = "bfloat16"  # the frozen base; adapters and heads stay float32
         c.lora.rank = 8
-        c.optimizer.learning_rate = 5e-5  # adapters take larger steps than whole weights
-        c.value_optimizer.learning_rate = 5e-5
+        # adapters take larger steps than whole weights; 1e-4 barely moved the policy in the
+        # pipeline's smollm2 run (docs/results/smollm2.md)
+        c.optimizer.learning_rate = 2e-4
+        c.value_optimizer.learning_rate = 2e-4
         c.data.max_prompt_len = 128
         c.ptx.toy_records = 2000
         c.ptx.max_len = 128
