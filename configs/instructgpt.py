@@ -139,7 +139,7 @@ def _smollm2(c):
     # The RM's validation split, by user: 123 of the 440 prompts, to measure accuracy on.
     c.rm.data.split_fractions = (0.65, 0.35, 0.0)
     c.rm.optimizer.update(learning_rate=2e-4, warmup_steps=4)
-    c.rm.microbatches = 4  # 8 prompts × K ≤ 9 responses in one step peak at 17 GB; in 4: 2 at a time
+    c.rm.microbatches = 4  # as configs/rm.py:smollm2: one step of 8 prompts peaked at 17 GB
     # World answers are a few words: 32 new tokens hold every demonstration with room to ramble.
     c.comparisons.max_new_tokens = c.evaluation.max_new_tokens = 32
     c.ppo.sampling.max_new_tokens = 32
