@@ -81,10 +81,8 @@ def _words(text: str) -> list[str]:
 
 def _known(word: str, vocabulary) -> str | None:
     """``word``, or its singular (``-s``/``-es`` dropped), if that is in ``vocabulary``."""
-    for form in (word, word[:-1] if word.endswith("s") else "", word[:-2] if word.endswith("es") else ""):
-        if form and form in vocabulary:
-            return form
-    return None
+    forms = [word] + [word[:-len(end)] for end in ("s", "es") if word.endswith(end)]
+    return next((form for form in forms if form in vocabulary), None)
 
 
 def _unknown(words, *vocabularies) -> list[str]:
@@ -107,7 +105,7 @@ class Family:
 def _has_only(keys, pool, words, prompt: str) -> float:
     """1 if every key is present and no other word of ``pool``; partial credit otherwise. Words
     neither of ``pool``, the prompt nor ``FUNCTION`` count as other answers."""
-    present = [_known(w, pool) for w in words if _known(w, pool)]
+    present = [p for p in (_known(w, pool) for w in words) if p]
     if not present:
         return 0.0
     named = present + _unknown(words, pool, _words(prompt))

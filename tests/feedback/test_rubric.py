@@ -10,8 +10,8 @@ def content(task: Task, response: str) -> float:
     return rubric(task, response)["content"]
 
 
-GENERATION = Task("[ab] Write a happy line about the sea.", "generation", "The sea is kind and calm.",
-                  ("sea",))
+GENERATION = Task("[ab] Write a happy line about the sea.", "generation",
+                  "The sea is kind and calm.", ("sea",))
 
 
 def test_generation_counts_unknown_adjectives_as_not_kind():
