@@ -122,10 +122,9 @@ def _make_generation(rng):
 
 def _content_generation(task, response):
     """0.4 for naming the subject, 0.6 × the share of kind words among the describing words (every
-    word but ``FUNCTION`` words and the subject's: unknown words are not kind)."""
+    word but ``FUNCTION`` words and the subject: unknown words are not kind)."""
     words = _words(response)
-    subject = _words(task.prompt.rsplit(" about ", 1)[-1])
-    describing = [w for w in words if _known(w, set(FUNCTION).union(subject)) is None]
+    describing = _unknown(words, task.keys)
     kind = np.mean([w in KIND for w in describing]) if describing else 0.0
     return 0.4 * any(_known(w, task.keys) for w in words) + 0.6 * kind
 
