@@ -60,11 +60,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         split_seed=0,
     )
     c.sampling = dict(max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0, min_new_tokens=0)
-    c.batch_size = 64  # prompts (episodes) per iteration, global
+    c.batch_size = 64  # prompts per iteration, global (× ppo.samples_per_prompt episodes)
     c.iterations = 100
     c.ppo = dict(clip_ratio=0.2, value_clip=0.2, value_coef=1.0, entropy_coef=0.0, gamma=1.0,
                  lam=0.95, whiten_advantages=True, whiten_scores=False, missing_stop_penalty=0.0,
-                 ptx_coef=0.0, epochs=1, minibatches=8, microbatches=1, ema_decay=0.992)
+                 ptx_coef=0.0, epochs=1, minibatches=8, microbatches=1, ema_decay=0.992,
+                 # gae (a value function) or critic-free: rloo | grpo | reinforce_pp; rloo and
+                 # grpo sample samples_per_prompt >= 2 responses per prompt (docs/ppo.md)
+                 advantage="gae", samples_per_prompt=1,
+                 loss_aggregation="token")  # or "sequence": each response's mean counts once
     c.kl = dict(init_coef=0.02, target=0.0, horizon=10000)  # target > 0: adaptive β
     c.warmup_iterations = 10  # linear LR warmup, then constant
     c.optimizer = dict(learning_rate=9.65e-6, final_fraction=1.0, b1=0.9, b2=0.95,

@@ -22,9 +22,10 @@ TIERS = {
         parallel/test_sharding.py
         parallel/test_multihost.py::test_initialize_from_env_takes_the_config_then_the_environment
         pipeline/test_loop.py pipeline/test_nonfinite.py pipeline/test_settings.py
-        rl/test_objectives.py rl/test_ppo_maths.py
+        rl/test_critic_free.py rl/test_objectives.py rl/test_ppo_maths.py rl/test_preference.py
         sampling/test_filters.py sampling/test_generate.py sampling/test_hf_generate.py
-        train/test_lora_steps.py train/test_optim.py train/test_ppo.py train/test_steps.py
+        train/test_dpo.py train/test_lora_steps.py train/test_optim.py train/test_ppo.py
+        train/test_steps.py
     """,
     "stage": """
         pipeline/test_stages.py pipeline/test_ppo_stage.py pipeline/test_stage_sharding.py

@@ -71,12 +71,36 @@ def sft_stream(source, encode: Callable[[Demonstration], Example], *, batch_size
 
 
 def record_stream(source, kind: str, encode: Callable[[Comparison | Prompt], dict], *,
-                  batch_size: int, seed: int) -> grain.IterDataset:
+                  batch_size: int, seed: int,
+                  columns: Optional[dict[str, np.ndarray]] = None) -> grain.IterDataset:
     """Endless batches of ``batch_size`` records, each made into fixed-shape arrays by ``encode``:
     for comparisons one prompt's ``tokens``, ``mask`` (k_max, T), ``rank`` and ``valid``
-    (k_max,); for prompts ``prompt_ids`` and ``prompt_mask`` (T,), left-padded."""
-    return (_records(source, kind, seed, None).map(encode)
+    (k_max,); for prompts ``prompt_ids`` and ``prompt_mask`` (T,), left-padded.
+
+    ``columns``: arrays (N, …) stored beside the N records of ``source`` (DPO's reference
+    log-probs); record i's rows join its encoded arrays under their names. The order of the
+    records is the same with or without them."""
+    arrays = lambda pair: dict(encode(to_record(kind, pair[0])), **pair[1])
+    return (grain.MapDataset.source(_WithColumns(source, columns or {})).shuffle(seed=seed)
+            .repeat(None).map(arrays)
             .batch(batch_size, drop_remainder=True).to_iter_dataset(READ_OPTIONS))
+
+
+class _WithColumns:
+    """A record source whose item i is ``(record i, {name: column[i]})``."""
+
+    def __init__(self, source, columns: dict[str, np.ndarray]):
+        for name, column in columns.items():
+            if len(column) != len(source):
+                raise ValueError(f"column {name!r} has {len(column)} rows for {len(source)} "
+                                 "records")
+        self.source, self.columns = source, columns
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        return self.source[i], {name: column[i] for name, column in self.columns.items()}
 
 
 def split_records(source, kind: str) -> list:

@@ -10,7 +10,8 @@ batches from the same rows (``Partitioner.shard_batch`` takes each device's part
 of a global batch), so every process runs the same number of them and none waits
 forever for another in a collective. ``sums`` is compiled once for every call.
 
-``validation_loss`` is the SFT/pretraining loss of a set of examples, built on it.
+``batched_rows`` is the same walk for a function with one output per row (DPO's
+reference log-probs); ``validation_loss`` is the SFT/pretraining loss of a set of examples, built on it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def batched_sums(sums: Sums, rows: dict[str, np.ndarray], batch_size: int,
         return out
 
     return total
+
+
+def batched_rows(per_row: Sums, rows: dict[str, np.ndarray], batch_size: int,
+                 partitioner: Partitioner) -> Callable[[Any], np.ndarray]:
+    """``values(params)``: ``per_row(params, batch)`` (B, …) of every batch, joined on the host
+    with the padding rows dropped: one value per row of ``rows``."""
+    n = len(next(iter(rows.values())))
+    batches = [partitioner.shard_batch(b) for b in padded_batches(rows, batch_size)]
+    compiled = partitioner.jit(per_row)
+    return lambda params: np.concatenate(
+        [np.asarray(parallel.to_host(compiled(params, b))) for b in batches])[:n]
 
 
 def validation_loss(model: CausalLM, examples: Sequence[Example], row_len: int, batch_size: int,

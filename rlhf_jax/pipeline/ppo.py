@@ -88,8 +88,8 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
         updates = config.iterations * settings.epochs * settings.minibatches
         tx = ppo_optimizer(_optimizer(config.optimizer, config, updates),
                            _optimizer(config.value_optimizer, config, updates))
-        state, abstract = _ppo_state(models, dict(policy=policy_given, value=value.given),
-                                     value.zero_head, tx, settings, partitioner,
+        given = dict(policy=policy_given, **({"value": value.given} if models.critic else {}))
+        state, abstract = _ppo_state(models, given, value.zero_head, tx, settings, partitioner,
                                      jax.random.key(config.seed))
         full = lambda params: lora.combine(params, frozen)
 
@@ -131,11 +131,15 @@ def _sampling(config, tokenizer) -> SamplingConfig:
 
 
 def _stream(config, tokenizer, prompts: dict, pretrain: Optional[dict]):
-    """Batches of ``batch_size`` prompts; with ``pretrain``, each with ``ptx``: ``per_episode``
-    packed pretraining rows per prompt."""
+    """Batches of ``batch_size`` prompts, each repeated ``ppo.samples_per_prompt`` times in a row
+    (prompt-major); with ``pretrain``, each with ``ptx``: ``per_episode`` packed pretraining
+    rows per prompt."""
     encode = functools.partial(_encode_prompt, tokenizer, config.data)
     stream = record_stream(prompts["train"], "prompt", encode, batch_size=config.batch_size,
                            seed=config.seed)
+    k = config.ppo.samples_per_prompt
+    if k > 1:
+        stream = stream.map(lambda b: {name: np.repeat(v, k, axis=0) for name, v in b.items()})
     if pretrain is None:
         return stream
     ptx = sft_stream(pretrain["train"], functools.partial(_encode_text, tokenizer,
@@ -178,6 +182,8 @@ def _ppo_state(models: ActorCritic, given: dict, zero_value_head: bool, tx,
 
     def trainable(r):  # the trainable tree, with each leaf's logical axis names
         policy = lora.split(models.policy.init(r, example)["params"], models.policy.config.lora)
+        if not models.critic:
+            return dict(policy=policy[0])
         value = (lora.split(models.value.init(r, example)["params"], models.value.config.lora)[0]
                  if models.value is not None else shared_value_head(models.policy.config.d_model))
         return dict(policy=policy[0], value=value)
@@ -218,7 +224,8 @@ class Value:
 
 def _models(config, policy_config, base, partitioner: Partitioner):
     """``(ActorCritic, Value, reward_fn, reward params)``, as ``config.value_init`` (one of
-    ``validate.VALUE_INITS``, checked at the start) and ``config.reward`` say.
+    ``validate.VALUE_INITS``, checked at the start) and ``config.reward`` say; a critic-free
+    ``config.ppo.advantage`` builds no value function (``value_init`` is then unused).
 
     A reward model trained with LoRA on this run's ``init`` runs on the policy's base arrays
     (``base``); so does a value function copied from it, or started from the policy with
@@ -229,6 +236,8 @@ def _models(config, policy_config, base, partitioner: Partitioner):
         reward_fn, reward_params = token_count_fn(config.reward.token_count), None
     else:
         reward_fn, reward_params = reward_model_fn(ScalarHeadModel(rm[0])), rm[1]
+    if not config.ppo.critic:  # RLOO, GRPO, REINFORCE++: no value function at all
+        return ActorCritic(policy, None, critic=False), Value({}), reward_fn, reward_params
     if config.value_init == "shared":
         return ActorCritic(policy, None), Value({}), reward_fn, reward_params
     if config.value_init == "reward":
@@ -272,6 +281,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
     with a ``judge``, its ratings of the policy's samples. ``full(trainable)``: the whole
     params, frozen base included."""
     batch = config.batch_size
+    rollout = rollout.one_sample_per_prompt()  # the validation prompts are sampled once each
     records = split_records(prompts["validation"], "prompt")[:config.eval_prompts]
     if len(records) < batch:
         raise UserError(f"{len(records)} validation prompts, fewer than one batch (batch_size="

@@ -42,7 +42,7 @@ def run_reward(config, workdir: str) -> dict:
     with partitioner.activate():
         sources = stage.prepare("comparison", config, workdir, tokenizer)
         demonstrations = _demonstration_rows(config, workdir, tokenizer)  # a bad file fails now
-        encode_one = functools.partial(_encode_comparison, tokenizer, config.data)
+        encode_one = functools.partial(encode_comparison, tokenizer, config.data)
         batch = config.batch_size
         steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
         model_config, pretrained = initial_weights(config, partitioner)
@@ -63,7 +63,7 @@ def run_reward(config, workdir: str) -> dict:
         state = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
                       jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
-                      partitioner=partitioner, evaluate=evaluate, count_units=_pairs)
+                      partitioner=partitioner, evaluate=evaluate, count_units=count_pairs)
         demonstration_mean = mean_reward(model, demonstrations, batch, partitioner)
         offset = demonstration_mean(full(state))
         trainable = center_reward(state.params, offset)
@@ -75,13 +75,13 @@ def run_reward(config, workdir: str) -> dict:
         return result
 
 
-def _encode_comparison(tokenizer, data_config, comparison) -> dict:
+def encode_comparison(tokenizer, data_config, comparison) -> dict:
     one = comparison_batch(tokenizer, [comparison], data_config.max_len, data_config.k_max,
                            data_config.chat, tokenizer.pad_token_id or 0)
     return {k: v[0] for k, v in one.items()}
 
 
-def _pairs(batch: dict) -> int:
+def count_pairs(batch: dict) -> int:
     k = np.sum(batch["valid"], axis=1)
     return int(np.sum(k * (k - 1) // 2))
 

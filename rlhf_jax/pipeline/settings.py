@@ -24,6 +24,7 @@ from typing import Optional, Union
 from rlhf_jax.errors import ConfigError
 from rlhf_jax.models import ModelConfig
 from rlhf_jax.models.lora import LoraConfig
+from rlhf_jax.train.dpo import DPOConfig
 from rlhf_jax.train.ppo_config import PPOConfig
 
 
@@ -105,6 +106,13 @@ class Stage(Run):
     epochs: int
     steps: int
     normalize: Optional[Records] = None  # the RM's demonstrations to score 0 on average
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preference(Stage):
+    """A direct-preference stage (``configs/dpo.py``): the policy from ranked comparisons."""
+
+    dpo: DPOConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,11 +219,14 @@ class Pipeline:
     distributed: Distributed = Distributed()
 
 
+STAGE_RECORDS = {"ppo": PPO, "dpo": Preference}  # the other stages are a plain ``Stage``
+
+
 def settings(config) -> Union[Stage, PPO, Pipeline]:
     """The typed record of a config (a ConfigDict or a mapping); a record is returned as it is."""
     if dataclasses.is_dataclass(config):
         return config
-    kind = Pipeline if "stage" not in config else PPO if config["stage"] == "ppo" else Stage
+    kind = Pipeline if "stage" not in config else STAGE_RECORDS.get(config["stage"], Stage)
     return typed(kind, config, "config")
 
 

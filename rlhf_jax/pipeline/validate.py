@@ -32,9 +32,10 @@ from rlhf_jax.errors import ConfigError, MissingFileError
 from rlhf_jax.models.config import DTYPES
 from rlhf_jax.pipeline.inputs import IMPORTERS
 from rlhf_jax.pipeline.settings import settings
+from rlhf_jax.rl.preference import LOSSES
 from rlhf_jax.train.optim import DECAY
 
-STAGES = ("pretrain", "sft", "rm", "ppo")
+STAGES = ("pretrain", "sft", "rm", "ppo", "dpo")
 ON_ERROR = ("raise", "skip")
 VALUE_INITS = ("reward", "policy", "shared")  # see pipeline/ppo.py:_value
 
@@ -99,10 +100,16 @@ def validate_stage(config, name: str = "config", paths: bool = True,
                    f"must be at most the model's context of {context} tokens")
     _optimizer(c["optimizer"])
     c["optimizer"].non_negative("warmup_steps")
-    if config.stage == "rm":
+    if config.stage in ("rm", "dpo"):
         c["data"].within("k_max", MIN_K, MAX_K)
+    if config.stage == "rm":
         _records(c["normalize"], paths)
         c["normalize"].positive("max_records")
+    elif config.stage == "dpo":
+        d = c["dpo"]
+        d.positive("beta")
+        d.choice("loss", LOSSES)
+        d.within("label_smoothing", 0, 0.5, "[)")
     else:
         c["data"].choice("kind", ("pretrain",) if config.stage == "pretrain" else
                          ("demonstration", "pretrain"))
@@ -239,7 +246,7 @@ def _ppo(c: Section, paths: bool, context: int) -> None:
         if config.reward.token_count < 0:
             reward.need("path", bool, "is empty: give the reward model directory "
                         "(RM_WORKDIR/reward_model) or a toy reward.token_count >= 0")
-        if config.value_init == "reward":
+        if config.value_init == "reward" and config.ppo.critic:
             reward.need("path", bool, "is empty, but value_init='reward' copies the reward "
                         "model; use value_init='policy' with the toy reward")
     _records(c["data"], paths)
@@ -260,9 +267,11 @@ def _ppo(c: Section, paths: bool, context: int) -> None:
     p.within("gamma", 0, 1)
     p.within("lam", 0, 1)
     p.within("ema_decay", 0, 1, "[)")
-    local = config.batch_size // jax.process_count()
+    # advantage, samples_per_prompt and loss_aggregation: PPOConfig's own checks (settings)
+    local = config.batch_size * config.ppo.samples_per_prompt // jax.process_count()
     p.need("minibatches", lambda v: local % v == 0,
-           f"must divide each process's batch of {local} episodes")
+           f"must divide each process's batch of {local} episodes (batch_size × "
+           "samples_per_prompt)")
     p.need("microbatches", lambda v: (local // config.ppo.minibatches) % v == 0,
            f"must divide each minibatch of {local // config.ppo.minibatches} episodes")
     k = c["kl"]

@@ -7,7 +7,8 @@ model) or, with ``ActorCritic.value=None``, a scalar head ``{'kernel' (D,),
 value gradients then also reach the policy trunk). Both read the response of a
 sequence laid out as ``generate`` writes it: P prompt slots, then N response
 slots; the logits and value at slot P−1+t are those of the state before
-response token t.
+response token t. A critic-free learner (``critic=False``: RLOO, GRPO,
+REINFORCE++) has ``params = {'policy'}`` alone, and its values are 0.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ from rlhf_jax.models import CausalLM, ScalarHeadModel
 class ActorCritic:
     policy: CausalLM
     value: Optional[ScalarHeadModel] = None  # None: a value head on the policy trunk
+    critic: bool = True  # False: no value function at all
 
     def response_outputs(self, params, sequences: jax.Array, mask: jax.Array,
                          prompt_length: int) -> tuple[jax.Array, jax.Array]:
         """``(logits (B, N, V), values (B, N))`` predicting each of the N response tokens."""
         span = (prompt_length - 1, sequences.shape[1] - 1)
+        if not self.critic:
+            logits = self.policy.apply({"params": params["policy"]}, sequences,
+                                       attention_mask=mask, logit_range=span)
+            return logits, jnp.zeros(logits.shape[:2], jnp.float32)
         if self.value is None:
             logits, hidden = self.policy.apply({"params": params["policy"]}, sequences,
                                                attention_mask=mask, logit_range=span,

@@ -30,7 +30,7 @@ from rlhf_jax.train.accumulate import accumulated_update
 from rlhf_jax.train.actor_critic import ActorCritic, token_logprobs
 from rlhf_jax.train.optim import OptimizerConfig, make_optimizer
 from rlhf_jax.train.ppo_config import PPOConfig
-from rlhf_jax.train.rollout import Experience
+from rlhf_jax.train.rollout import Experience, check_critic
 
 MINIBATCH_FIELDS = ("sequences", "sequence_mask", "response", "response_mask", "logprobs",
                     "values", "advantages", "returns")
@@ -63,24 +63,37 @@ def init_ppo_state(params: dict, tx: optax.GradientTransformation, config: PPOCo
                     kl_coef=jnp.float32(config.kl.init_coef), iteration=jnp.int32(0))
 
 
+def token_weights(mask: jax.Array, aggregation: str) -> jax.Array:
+    """Each response token's weight in the loss: 1 (``token``: every token of the minibatch
+    counts the same) or ``1/L`` of its response's L tokens (``sequence``: every response
+    counts the same, its tokens averaged)."""
+    mask = mask.astype(jnp.float32)
+    if aggregation == "token":
+        return mask
+    return mask / jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1.0)
+
+
 def ppo_loss_terms(models: ActorCritic, config: PPOConfig, totals: dict, params, batch: dict):
     """``(L of this microbatch, its share of the minibatch, metric sums)``; L is normalized by the
-    whole minibatch's ``totals`` (``tokens``, ``ptx_tokens``), so the shares add up to 1."""
+    whole minibatch's ``totals`` (``tokens``: the summed token weights, ``ptx_tokens``), so the
+    shares add up to 1. Without a critic there is no value term."""
     mask = batch["response_mask"].astype(jnp.float32)
+    weights = token_weights(mask, config.loss_aggregation)
     logits, values = models.response_outputs(params, batch["sequences"], batch["sequence_mask"],
                                              batch["sequences"].shape[1] - mask.shape[1])
     logprobs = token_logprobs(logits, batch["response"])
-    pg_sum, pg_metrics = policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask,
-                                     config.clip_ratio)
-    vf_sum, vf_metrics = value_loss(values, batch["values"], batch["returns"], mask,
-                                    config.value_clip)
-    total = pg_sum + config.value_coef * vf_sum
-    sums = dict(pg_metrics, **vf_metrics, policy_loss=pg_sum, value_loss=vf_sum,
-                tokens=jnp.sum(mask))
+    total, pg_metrics = policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask,
+                                    config.clip_ratio, weights)
+    sums = dict(pg_metrics, policy_loss=total, tokens=jnp.sum(weights))
+    if models.critic:
+        vf_sum, vf_metrics = value_loss(values, batch["values"], batch["returns"], mask,
+                                        config.value_clip, weights)
+        total = total + config.value_coef * vf_sum
+        sums.update(vf_metrics, value_loss=vf_sum)
     if config.entropy_coef:
-        ent_sum = jnp.sum(entropy(logits) * mask)
+        ent_sum = jnp.sum(entropy(logits) * weights)
         total, sums["entropy"] = total - config.entropy_coef * ent_sum, ent_sum
-    total = total / jnp.maximum(totals["tokens"], 1.0)
+    total = total / jnp.maximum(totals["tokens"], 1e-8)
     if "ptx" in batch:
         ptx = batch["ptx"]
         ptx_logits = models.policy.apply({"params": params["policy"]}, ptx["tokens"],
@@ -98,22 +111,25 @@ def ppo_step(train: TrainState, minibatch: dict, rng: jax.Array, frozen=None, *,
     ``train.params`` holds what trains, ``frozen`` the rest: with LoRA on one base,
     ``{'policy': base, 'value': base}`` (see ``accumulated_update``).
 
-    Metrics are means per valid token (``policy_loss``, ``value_loss``,
-    ``clip_fraction``, ``approx_kl``, ``ratio_dev``, ``value_clip_fraction``,
-    ``entropy`` if used), ``ptx_loss`` per pretraining token, and the update's norms.
+    Metrics are means per valid token, or per response with ``loss_aggregation='sequence'``
+    (``policy_loss``, ``clip_fraction``, ``approx_kl``, ``ratio_dev``, with a critic
+    ``value_loss`` and ``value_clip_fraction``, ``entropy`` if used), ``ptx_loss`` per
+    pretraining token, and the update's norms.
     """
-    totals = dict(tokens=jnp.sum(minibatch["response_mask"]).astype(jnp.float32))
+    totals = dict(tokens=jnp.sum(token_weights(minibatch["response_mask"],
+                                               config.loss_aggregation)))
     if "ptx" in minibatch:
         # next_token_loss predicts the tokens after the first of each row
         totals["ptx_tokens"] = jnp.sum(minibatch["ptx"]["loss_mask"][:, 1:]).astype(jnp.float32)
     loss_terms = lambda params, batch, _: ppo_loss_terms(models, config, totals, params, batch)
     train, m = accumulated_update(train, minibatch, rng, loss_terms, config.microbatches, frozen)
-    per_token = lambda key: m[key] / jnp.maximum(m["tokens"], 1.0)
+    per_token = lambda key: m[key] / jnp.maximum(m["tokens"], 1e-8)
     metrics = dict(loss=m["loss"], grad_norm=m["grad_norm"], update_norm=m["update_norm"],
-                   policy_loss=per_token("policy_loss"), value_loss=per_token("value_loss"),
-                   clip_fraction=per_token("clipped"), approx_kl=per_token("approx_kl"),
-                   ratio_dev=per_token("ratio_dev"),
-                   value_clip_fraction=per_token("value_clipped"))
+                   policy_loss=per_token("policy_loss"), clip_fraction=per_token("clipped"),
+                   approx_kl=per_token("approx_kl"), ratio_dev=per_token("ratio_dev"))
+    if models.critic:
+        metrics.update(value_loss=per_token("value_loss"),
+                       value_clip_fraction=per_token("value_clipped"))
     if "entropy" in m:
         metrics["entropy_bonus"] = per_token("entropy")
     if "ptx_loss" in m:
@@ -131,6 +147,7 @@ def ppo_update(state: PPOState, experience: Experience, ptx: Optional[dict], rng
     Metrics: the mean over all minibatch updates of ``ppo_step``'s metrics, the first
     update's ``ratio_dev_first`` (0 when rollout and training agree) and the new ``kl_coef``.
     """
+    check_critic(models, config)
     episodes = experience.response.shape[0]
     n_mb = config.minibatches
     if episodes % n_mb:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from rlhf_jax.rl.advantages import ESTIMATORS, GROUPED
 from rlhf_jax.rl.kl import KLController
+
+AGGREGATIONS = ("token", "sequence")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,7 +18,13 @@ class PPOConfig:
     entropy_coef: float = 0.0  # entropy bonus (the paper: none)
     gamma: float = 1.0  # discount
     lam: float = 0.95  # GAE λ
-    whiten_advantages: bool = True
+    # gae (with a value function) or a critic-free estimator: rloo, grpo, reinforce_pp
+    advantage: str = "gae"
+    samples_per_prompt: int = 1  # k responses sampled per prompt (rloo and grpo need k >= 2)
+    # the policy loss per valid token of the minibatch ("token") or per response, each the mean
+    # over its own tokens ("sequence", GRPO's original form)
+    loss_aggregation: str = "token"
+    whiten_advantages: bool = True  # gae only: the critic-free estimators normalize their own
     whiten_scores: bool = False  # normalize the final scores over each batch
     missing_stop_penalty: float = 0.0  # subtracted from the score of a response with no stop token
     kl: KLController = KLController()
@@ -25,9 +34,22 @@ class PPOConfig:
     microbatches: int = 1  # gradient accumulation inside one update
     ema_decay: float = 0.992  # EMA of the policy weights, for evaluation and export
 
+    @property
+    def critic(self) -> bool:
+        """Whether the advantages need a value function (GAE's do)."""
+        return self.advantage == "gae"
+
     def __post_init__(self):
-        for name in ("epochs", "minibatches", "microbatches"):
+        for name in ("epochs", "minibatches", "microbatches", "samples_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PPOConfig.{name}={getattr(self, name)} must be >= 1")
+        if self.advantage not in ESTIMATORS:
+            raise ValueError(f"PPOConfig.advantage={self.advantage!r} must be one of {ESTIMATORS}")
+        if self.advantage in GROUPED and self.samples_per_prompt < 2:
+            raise ValueError(f"PPOConfig.advantage={self.advantage!r} compares the samples of a "
+                             f"prompt: samples_per_prompt={self.samples_per_prompt} must be >= 2")
+        if self.loss_aggregation not in AGGREGATIONS:
+            raise ValueError(f"PPOConfig.loss_aggregation={self.loss_aggregation!r} must be one "
+                             f"of {AGGREGATIONS}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"PPOConfig.ema_decay={self.ema_decay} must be in [0, 1)")

@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
-from rlhf_jax.rl.advantages import explained_variance, gae, masked_mean, whiten
+from rlhf_jax.rl.advantages import (explained_variance, gae, grpo_advantages, masked_mean,
+                                    reinforce_pp_advantages, rloo_advantages, sequence_returns,
+                                    token_advantages, whiten)
 from rlhf_jax.rl.kl import entropy, exact_kl, kl_estimate
 from rlhf_jax.rl.rewards import final_scores, kl_shaped_rewards
 from rlhf_jax.sampling import SamplingConfig, generate
@@ -58,8 +60,8 @@ class Experience:
     ref_logprobs: jax.Array  # log π_SFT(y_t)
     values: jax.Array  # V_old(s_t)
     rewards: jax.Array  # KL-shaped r_t
-    advantages: jax.Array  # GAE, whitened if configured
-    returns: jax.Array  # A_t + V_old(s_t) (before whitening)
+    advantages: jax.Array  # GAE (whitened if configured) or a critic-free estimator's
+    returns: jax.Array  # A_t + V_old(s_t) before whitening; without a critic, the return-to-go
     scores: jax.Array  # (B,) final scores s(x, y) after the missing-stop penalty
     prompt_length: int = flax.struct.field(pytree_node=False)
 
@@ -86,9 +88,7 @@ def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: 
     scores = final_scores(raw_scores, stopped, config.missing_stop_penalty, config.whiten_scores)
     rewards, kl = kl_shaped_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
     values = values * mask
-    advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
-    if config.whiten_advantages:
-        advantages = whiten(advantages, mask)
+    advantages, returns = estimate_advantages(rewards, values, mask, config)
     experience = Experience(
         sequences=samples.sequences, sequence_mask=samples.sequence_mask,
         response=samples.response, response_mask=samples.response_mask, logprobs=logprobs,
@@ -112,6 +112,30 @@ def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: 
     return experience, metrics
 
 
+def check_critic(models: ActorCritic, config: PPOConfig) -> None:
+    """A value function exactly when the advantage estimator uses one."""
+    if models.critic != config.critic:
+        raise ValueError(f"advantage={config.advantage!r} {'needs' if config.critic else 'has no'}"
+                         f" value function, but ActorCritic.critic={models.critic}")
+
+
+def estimate_advantages(rewards: jax.Array, values: jax.Array, mask: jax.Array,
+                        config: PPOConfig) -> tuple[jax.Array, jax.Array]:
+    """``(advantages, returns)`` (B, N) by ``config.advantage`` (``rl.advantages``): GAE on the
+    values (whitened if ``whiten_advantages``); RLOO or GRPO on each episode's total reward
+    ``R = Σ_t r_t`` within its group of ``samples_per_prompt``, given to all its tokens; or
+    REINFORCE++. Without a critic, ``returns`` is the return-to-go ``Σ_{s≥t} γ^{s−t}·r_s``."""
+    if config.advantage == "gae":
+        advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
+        return (whiten(advantages, mask) if config.whiten_advantages else advantages), returns
+    returns, _ = gae(rewards, jnp.zeros_like(rewards), mask, config.gamma, 1.0)
+    if config.advantage == "reinforce_pp":
+        return reinforce_pp_advantages(rewards, mask, config.gamma), returns
+    per_episode = {"rloo": rloo_advantages, "grpo": grpo_advantages}[config.advantage]
+    return token_advantages(per_episode(sequence_returns(rewards, mask),
+                                        config.samples_per_prompt), mask), returns
+
+
 def nonfinite_rows(x: jax.Array, mask: jax.Array) -> jax.Array:
     """How many rows of ``x`` (B, N) hold a NaN or infinity where ``mask`` (B, N) is 1 (a (B, 1)
     ``x`` is one value per row)."""
@@ -123,7 +147,8 @@ def nonfinite_rows(x: jax.Array, mask: jax.Array) -> jax.Array:
 class Rollout:
     """``rollout(params, ref_params, reward_params, prompt_ids, prompt_mask, rng, kl_coef)``,
     compiled once per shape: returns ``(experience, metrics)`` with ``generate_s`` and
-    ``score_s``, the seconds of each of its two jitted calls."""
+    ``score_s``, the seconds of each of its two jitted calls. With ``samples_per_prompt`` k
+    the prompts come prompt-major, each repeated k times (``np.repeat(ids, k, axis=0)``)."""
 
     models: ActorCritic
     reference: CausalLM
@@ -136,6 +161,18 @@ class Rollout:
         return jax.jit(functools.partial(
             score_samples, models=self.models, reference=self.reference, reward_fn=self.reward_fn,
             config=self.config, stop_tokens=self.sampling.stop_tokens))
+
+    def __post_init__(self):
+        check_critic(self.models, self.config)
+
+    def one_sample_per_prompt(self) -> "Rollout":
+        """This rollout for a batch of distinct prompts (validation): a grouped estimator's
+        advantages (RLOO, GRPO) become REINFORCE++'s, which need no groups."""
+        if self.config.samples_per_prompt == 1:
+            return self
+        advantage = "gae" if self.config.critic else "reinforce_pp"
+        return dataclasses.replace(self, config=dataclasses.replace(
+            self.config, samples_per_prompt=1, advantage=advantage))
 
     @property
     def policy_config(self) -> ModelConfig:

@@ -7,6 +7,7 @@ from rlhf_jax.rl.advantages import explained_variance, gae, whiten
 from rlhf_jax.rl.kl import KLController, entropy, exact_kl, kl_estimate
 from rlhf_jax.rl.ppo import policy_loss, value_loss
 from rlhf_jax.rl.rewards import final_scores, kl_shaped_rewards
+from rlhf_jax.train.ppo import token_weights
 
 B, N = 4, 7
 LENGTHS = (7, 3, 1, 5)
@@ -94,23 +95,27 @@ def test_kl_estimators_and_exact_kl_and_entropy():
         assert abs(float(np.mean(kl_estimate(log_ratio, name))) - np.sum(p * np.log(p / q))) < 5e-3
 
 
-def test_policy_loss_matches_a_loop():
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+def test_policy_loss_matches_a_loop(aggregation):
+    """Per token, or (GRPO's sequence aggregation) each response's tokens averaged first."""
     _, mask, f = ragged()
     logp, old, adv = f(B, N) * 0.3, f(B, N) * 0.3, f(B, N)
     eps = 0.2
-    total, metrics = policy_loss(logp, old, adv, mask, eps)
+    weights = token_weights(mask, aggregation)
+    total, metrics = policy_loss(logp, old, adv, mask, eps, weights)
     want, clipped, approx, dev = 0.0, 0.0, 0.0, 0.0
     for b, length in enumerate(LENGTHS):
+        w = 1.0 if aggregation == "token" else 1.0 / length
         for t in range(length):
             ratio = np.exp(logp[b, t] - old[b, t])
             a = -adv[b, t] * ratio
             c = -adv[b, t] * min(max(ratio, 1 - eps), 1 + eps)
-            want += max(a, c)
-            clipped += c > a
-            approx += ratio - 1 - np.log(ratio)
-            dev += abs(ratio - 1)
+            want += w * max(a, c)
+            clipped += w * (c > a)
+            approx += w * (ratio - 1 - np.log(ratio))
+            dev += w * abs(ratio - 1)
     np.testing.assert_allclose(total, want, rtol=1e-5)
-    np.testing.assert_allclose(metrics["clipped"], clipped)
+    np.testing.assert_allclose(metrics["clipped"], clipped, rtol=1e-6)
     assert 0 < clipped < sum(LENGTHS)
     np.testing.assert_allclose(metrics["approx_kl"], approx, rtol=1e-4)
     np.testing.assert_allclose(metrics["ratio_dev"], dev, rtol=1e-5)

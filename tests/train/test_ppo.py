@@ -30,14 +30,19 @@ def setup(ppo: PPOConfig, lr=1e-2, shared=False, new_tokens=16):
     policy = CausalLM(CONFIG)
     x = np.zeros((1, 8), np.int32)
     params = nn.meta.unbox(policy.init(jax.random.key(0), x)["params"])
-    if shared:
+    trained = dict(policy=params)
+    if not ppo.critic:
+        models = ActorCritic(policy, None, critic=False)
+    elif shared:
         models, value = ActorCritic(policy, None), shared_value_head(CONFIG.d_model)
     else:
         value_model = ScalarHeadModel(CONFIG)
         models = ActorCritic(policy, value_model)
         value = nn.meta.unbox(value_model.init(jax.random.key(1), x)["params"])
+    if ppo.critic:
+        trained["value"] = value
     opt = OptimizerConfig(lr, 10_000, final_fraction=1.0)
-    state = init_ppo_state(dict(policy=params, value=value), ppo_optimizer(opt, opt), ppo)
+    state = init_ppo_state(trained, ppo_optimizer(opt, opt), ppo)
     sampling = SamplingConfig(max_new_tokens=new_tokens, stop_tokens=(EOS,), pad_token=EOS,
                               prompt_buckets=(16,))
     rollout = Rollout(models, policy, token_count_fn(TOKEN), ppo, sampling)
@@ -53,7 +58,8 @@ def prompts(n=16, seed=0):
 
 
 def run(state, reference, rollout, update, iterations, ptx=None):
-    ids, mask = prompts()
+    ids, mask = prompts(16 // rollout.config.samples_per_prompt)
+    ids, mask = (np.repeat(x, rollout.config.samples_per_prompt, axis=0) for x in (ids, mask))
     history = []
     for i in range(iterations):
         experience, metrics = rollout(state.train.params, reference, None, ids, mask,
@@ -94,6 +100,28 @@ def test_ppo_raises_a_known_reward_and_a_large_kl_coef_holds_it_back():
     # Same steps with β = 3: the policy stays close to the reference (a few % of the free KL).
     assert leashed[-1]["kl"] < 0.1 * last["kl"] and leashed[-1]["score"] < 0.2 * last["score"], (
         leashed[-1]["kl"], last["kl"], leashed[-1]["score"], last["score"])
+
+
+@pytest.mark.parametrize("advantage,k", [("rloo", 4), ("grpo", 4), ("reinforce_pp", 1)])
+def test_critic_free_estimators_raise_a_known_reward_without_a_value_function(advantage, k):
+    """16 episodes (16/k prompts × k samples), no value params at all; the score climbs as
+    GAE's does in the test above."""
+    ppo = PPOConfig(minibatches=2, kl=KLController(0.05), advantage=advantage,
+                    samples_per_prompt=k, loss_aggregation="sequence" if k > 1 else "token")
+    state, reference, rollout, update, _ = setup(ppo)
+    assert set(state.train.params) == {"policy"}
+    _, learned = run(state, reference, rollout, update, 30)
+    assert learned[0]["score"] < 0.5 and learned[-1]["score"] > 4.0, (
+        learned[0]["score"], learned[-1]["score"])
+
+
+def test_a_critic_free_estimator_refuses_a_value_function():
+    sampling = SamplingConfig(max_new_tokens=4, stop_tokens=(EOS,), pad_token=EOS)
+    with pytest.raises(ValueError, match="has no value function"):
+        Rollout(ActorCritic(CausalLM(CONFIG)), CausalLM(CONFIG), token_count_fn(TOKEN),
+                PPOConfig(advantage="rloo", samples_per_prompt=2), sampling)
+    with pytest.raises(ValueError, match="samples_per_prompt=1 must be >= 2"):
+        PPOConfig(advantage="grpo")
 
 
 def pretraining_rows(seed, rows=32, row_len=32):
