@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import dpo as dpo_presets
 from configs import ppo as ppo_presets
 from configs.common import distributed, parse_arg
 from configs.rm import get_config as rm_config
@@ -58,16 +59,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sft = stage_base("sft", "demonstration")
     c.rm = rm_config("tiny")
     c.ppo = ppo_presets.get_config("tiny")
+    c.dpo = dpo_presets.get_config("tiny")
+    # Figure 1's rows beyond the paper's, trained in the last round from the SFT model: dpo and
+    # dpo_kwise (Plackett-Luce) on its comparisons with `dpo` above; rloo, grpo or reinforce_pp
+    # on its RM and PPO prompts with `ppo` above (no ptx). () = the paper's rows only.
+    c.methods = ("dpo", "dpo_kwise", "rloo")
+    c.samples_per_prompt = 4  # rloo / grpo: samples per prompt, of ppo.batch_size / 4 prompts
     c.comparisons = dict(k_min=4, k_max=9, temperature=1.0, max_new_tokens=48, batch_size=64)
     # sharded: load the evaluated models onto the PPO stage's mesh (False: one device each)
     # dtype: the compute dtype of the sampled and scored models (comparisons, judge, evaluation)
     c.evaluation = dict(temperature=1.0, max_new_tokens=48, best_of_n=8, fewshot=2,
                         batch_size=64, shown_prompts=6, sharded=False, dtype="float32")
-    for section in (c.pretrain, c.sft, c.rm, c.ppo):
+    for section in (c.pretrain, c.sft, c.rm, c.ppo, c.dpo):
         section.seed = c.seed
         del section.distributed  # the pipeline joins its processes once, by c.distributed
         section.mesh.devices = 1  # small models: one device; real presets use them all
-    c.rm.data.k_max = 9
+    c.rm.data.k_max = c.dpo.data.k_max = 9
     # rows as long as the longest forum page (three threads), so few-shot prompts are in range
     c.pretrain.data.update(chat=False, max_len=256, split_fractions=(0.95, 0.05, 0.0))
     _tiny(c)
@@ -78,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if args.name == "micro" or args.micro:
         _micro(c)
     if args.lora >= 0:  # `:smollm2,lora=0`: full fine-tuning; `:tiny,lora=8`: adapters
-        for section in (c.sft, c.rm, c.ppo):
+        for section in (c.sft, c.rm, c.ppo, c.dpo):
             section.lora.rank = args.lora
     return c
 
@@ -97,6 +104,12 @@ def _tiny(c):
     c.rm.optimizer.update(learning_rate=3e-4, warmup_steps=5)
     c.rm.eval_every = 25
     c.rm.normalize.max_records = 256
+    # β = 0.5 keeps the policy near SFT: at β = 0.1 (2 epochs at 3e-4) both responses' log-probs
+    # fell and the win rate stayed at SFT's (docs/pipeline.md)
+    c.dpo.dpo.beta = 0.5
+    c.dpo.batch_size, c.dpo.epochs, c.dpo.data.max_len = 8, 1, 96
+    c.dpo.optimizer.update(learning_rate=1e-4, warmup_steps=5)
+    c.dpo.eval_every = 50
     c.ppo.data.max_prompt_len = 64
     c.ppo.sampling.max_new_tokens = 48
     c.ppo.ptx.max_len = 64
@@ -109,7 +122,7 @@ def _micro(c):
     c.world.update(demonstrations=160, rm_prompts=48, ppo_prompts=200, eval_prompts=16,
                    pretraining=400)
     c.pretrain.epochs = c.sft.epochs = 1
-    for section in (c.pretrain, c.sft, c.rm):
+    for section in (c.pretrain, c.sft, c.rm, c.dpo):
         section.optimizer.warmup_steps = 0
     c.rm.normalize.max_records = 32
     c.ppo.iterations, c.ppo.eval_every, c.ppo.save_every = 4, 2, 2
@@ -122,16 +135,16 @@ def _micro(c):
 def _smollm2(c):
     """Sized for about an hour on 2 CPU cores at under 12 GB (docs/results/smollm2.md)."""
     c.base.init = smollm2_path()
-    for section in (c.sft, c.rm, c.ppo):
+    for section in (c.sft, c.rm, c.ppo, c.dpo):
         section.model.dtype = "bfloat16"
     c.evaluation.dtype = "bfloat16"  # sampling in bf16 is about twice as fast here
     # LoRA rank 8 in every stage: SFT adapters are merged into its exported model, on which the
     # RM's adapters and the PPO policy's share one frozen bf16 base (the reference, no copy).
     # Adapters take larger steps than whole weights (the full fine-tuning rates were 2e-5,
     # 9e-6 and 9.65e-6).
-    for section in (c.sft, c.rm, c.ppo):
+    for section in (c.sft, c.rm, c.ppo, c.dpo):
         section.lora.rank = 8
-    c.rm.model.param_dtype = c.ppo.model.param_dtype = "bfloat16"
+    c.rm.model.param_dtype = c.ppo.model.param_dtype = c.dpo.model.param_dtype = "bfloat16"
     c.world.update(demonstrations=400, rm_prompts=440, ppo_prompts=640, eval_prompts=128,
                    pretraining=2000)
     c.sft.epochs, c.sft.batch_size = 2, 8
@@ -139,7 +152,10 @@ def _smollm2(c):
     # The RM's validation split, by user: 123 of the 440 prompts, to measure accuracy on.
     c.rm.data.split_fractions = (0.65, 0.35, 0.0)
     c.rm.optimizer.update(learning_rate=2e-4, warmup_steps=4)
-    c.rm.microbatches = 4  # as configs/rm.py:smollm2: one step of 8 prompts peaked at 17 GB
+    c.dpo.data.split_fractions = c.rm.data.split_fractions
+    c.dpo.epochs = 1
+    c.dpo.optimizer.update(learning_rate=5e-5, warmup_steps=4)
+    c.rm.microbatches = c.dpo.microbatches = 4  # configs/rm.py:smollm2: 8 prompts peaked at 17 GB
     # World answers are a few words: 32 new tokens hold every demonstration with room to ramble.
     c.comparisons.max_new_tokens = c.evaluation.max_new_tokens = 32
     c.ppo.sampling.max_new_tokens = 32
@@ -156,17 +172,18 @@ def _real(c, name):
     c.world.enabled = False
     c.data.format = name
     c.base.init = ""  # required: the Hugging Face checkpoint directory to start from
-    for section in (c.sft, c.rm, c.ppo):
+    for section in (c.sft, c.rm, c.ppo, c.dpo):
         section.mesh.devices = 0  # every device
         section.mesh.update(data=-1, fsdp=1, tensor=1, rules="fsdp")
         section.model.dtype = "bfloat16"
-    c.sft.data.max_len = c.rm.data.max_len = 512
-    c.rm.data.k_max = 2
+    c.sft.data.max_len = c.rm.data.max_len = c.dpo.data.max_len = 512
+    c.rm.data.k_max = c.dpo.data.k_max = 2
     c.ppo.data.max_prompt_len = 384
     c.ppo.sampling.max_new_tokens = 128
     c.ppo.ptx.max_len = 512
     c.sft.optimizer.learning_rate = 1e-5
     c.rm.optimizer.learning_rate = 9e-6
+    c.dpo.optimizer.learning_rate = 5e-7  # full fine-tuning at DPO's usual rate
     c.ppo.optimizer.learning_rate = c.ppo.value_optimizer.learning_rate = 9.65e-6
     c.ppo.iterations, c.ppo.batch_size = 256, 64
     c.evaluation.best_of_n = 4

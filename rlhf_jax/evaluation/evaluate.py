@@ -4,8 +4,9 @@
   sample of SFT for SFT itself) on held-out prompts, judged by the held-out
   labelers (by the reward model with real data), with 95% intervals over
   prompts. Models: ``base`` (the prompt as a forum thread), ``base_prompted``
-  (the same after a few answered threads), ``sft``, ``ppo``, ``ppo_ptx`` and
-  ``best_of_n`` (the RM's favourite of n SFT samples).
+  (the same after a few answered threads), ``sft``, ``ppo``, ``ppo_ptx``, any
+  other trained policy (``dpo``, ``dpo_kwise``, ``rloo``, …) and ``best_of_n``
+  (the RM's favourite of n SFT samples).
 - Gold scores and the rubric's parts (content, clean, concise) per model.
 - RM accuracy on the RM's validation comparisons as the training labelers
   ranked them, and as held-out labelers rank the same responses.
@@ -13,7 +14,7 @@
   held-out fact questions (``corpus.fact_questions``, a task family never
   used in RL, answered by the likelihood of each choice) for every model.
 - Over-optimization: RM score, gold score and expected win rate against SFT
-  along each PPO run, with the KL from SFT (its validation records).
+  along each RL run, with the KL from SFT (its validation records).
 - Samples: every model's responses to the first few prompts.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -36,7 +38,12 @@ from rlhf_jax.feedback.tasks import rubric
 from rlhf_jax.models import CausalLM
 from rlhf_jax.parallel import Partitioner
 
-MODELS = ("base", "base_prompted", "sft", "ppo", "ppo_ptx", "best_of_n")
+UNTRAINED = ("base", "base_prompted", "sft")  # Figure 1's first rows; best_of_n is its last
+
+
+def model_rows(trained) -> tuple[str, ...]:
+    """Figure 1's rows, in order, for the trained policies ``trained`` (ppo, ppo_ptx, …)."""
+    return (*UNTRAINED, *trained, "best_of_n")
 
 
 def gold_judge(world, reference):
@@ -66,7 +73,7 @@ class Evidence:
     """What the evaluation judges, gathered by the pipeline's evaluation stage."""
 
     prompts: list[str]  # held-out prompts
-    models: dict[str, str]  # base, sft, ppo, ppo_ptx: Hugging Face directories (or .gguf)
+    models: dict[str, str]  # base, sft, then trained policies: Hugging Face directories (or .gguf)
     reward_model: str  # the last round's reward model directory
     rm_validation: list[Comparison]  # that reward model's validation comparisons
     pretrain_validation: list[PretrainText]  # held-out pretraining text
@@ -91,7 +98,8 @@ def evaluate(config, world, evidence: Evidence, partitioner: Partitioner | None 
     candidates = sft.sample(prompts, e.best_of_n, seed + 2, **chat)
     responses["best_of_n"] = [c[int(np.argmax(scores))] for c, scores in
                               zip(candidates, _score_groups(reward, prompts, candidates))]
-    for name in ("ppo", "ppo_ptx"):
+    trained = [name for name in models if name not in UNTRAINED]
+    for name in trained:
         responses[name] = [s[0] for s in models[name]().sample(prompts, 1, seed + 3, **chat)]
     base = models["base"]()
     forum = dict(chat, chat=False, line_stop=True, max_prompt_len=4 * config.ppo.data.max_prompt_len)
@@ -101,7 +109,7 @@ def evaluate(config, world, evidence: Evidence, partitioner: Partitioner | None 
         prefix = corpus.fewshot_prefix(world.fewshot_tasks(e.fewshot))
         responses["base_prompted"] = [s[0] for s in base.sample(threads, 1, seed + 5, prefix=prefix,
                                                                 **forum)]
-    responses = {m: responses[m] for m in MODELS if m in responses}
+    responses = {m: responses[m] for m in model_rows(trained) if m in responses}
 
     judged = _judge(world, reward, prompts, responses, reference, seed)
     return dict(
@@ -125,12 +133,14 @@ def _score_groups(reward, prompts, groups) -> list[np.ndarray]:
 
 def _judge(world, reward, prompts, responses, reference, seed) -> dict:
     """Win rates against ``reference`` (per prompt: the share of judges preferring the model),
-    with gold scores and rubric parts when labelers exist."""
-    rng = np.random.default_rng(seed)
+    with gold scores and rubric parts when labelers exist. The labelers' noise is drawn from a
+    generator per model, seeded by ``seed`` and the model's name."""
     out = dict(win_rate_vs_sft={}, gold_score={}, rubric={})
     if world is None:
         ref_scores = reward.score(prompts, reference)
     for model, texts in responses.items():
+        # each row's labeler noise of its own: a row's judgement does not depend on the others
+        rng = np.random.default_rng([seed, zlib.crc32(model.encode())])
         if world is None:
             scores = reward.score(prompts, texts)
             wins = (scores > ref_scores) + 0.5 * (scores == ref_scores)
@@ -165,11 +175,11 @@ def _rm_accuracy(world, reward, comparisons: list[Comparison]) -> dict:
 
 def _alignment_tax(config, models: dict[str, Callable[[], Policy]],
                    texts: list[PretrainText]) -> dict:
-    """Held-out pretraining loss (on ``texts``) and the fact questions, for the base, SFT, PPO
-    and PPO-ptx models."""
+    """Held-out pretraining loss (on ``texts``) and the fact questions, for the base, SFT and
+    every trained model."""
     questions = corpus.fact_questions()
     out = {}
-    for name in ("base", "sft", "ppo", "ppo_ptx"):
+    for name in models:
         policy = models[name]()
         examples = [encode_text(policy.tokenizer, t.text, config.ppo.ptx.max_len) for t in texts]
         loss = validation_loss(CausalLM(policy.config), examples, config.ppo.ptx.max_len,

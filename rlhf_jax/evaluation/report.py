@@ -52,7 +52,8 @@ def _figure1(results: dict, path: str) -> None:
 def _overoptimization(results: dict, path: str) -> None:
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
-    for (run, rows), color in zip(results["overoptimization"].items(), ("#c44e52", "#55a868")):
+    colors = ("#c44e52", "#55a868", "#4c72b0", "#8172b2", "#ccb974", "#64b5cd")
+    for (run, rows), color in zip(results["overoptimization"].items(), colors):
         kl = [r["kl"] for r in rows]
         ax.plot(kl, [r["rm_score"] for r in rows], "o--", color=color, label=f"{run}: RM score")
         if rows and "gold_score" in rows[0]:

@@ -9,7 +9,11 @@
    the training labelers), ``round<r>/rm`` (on every round's comparisons so far,
    from the SFT model, normalized on the demonstrations), ``round<r>/ppo`` (γ = 0)
    and ``round<r>/ppo_ptx`` (γ = ``config.ptx_coef``), both from the SFT model
-   with the value function initialised from the RM;
+   with the value function initialised from the RM; in the last round also
+   ``config.methods``: ``dpo`` and ``dpo_kwise`` (direct preference from the SFT
+   model on the same comparisons, pairwise and Plackett–Luce, no RM) and
+   ``rloo``, ``grpo`` or ``reinforce_pp`` (critic-free RL on the same RM and
+   prompts, as many episodes per iteration as PPO);
 4. ``evaluation``: ``results.json``, then ``report.md`` and its plots.
 
 The pipeline is a list of ``Stage`` values (``plan``), each a name, a function of
@@ -50,7 +54,9 @@ from rlhf_jax.parallel import Partitioner
 from rlhf_jax.pipeline import preemption
 from rlhf_jax.pipeline.comparisons import comparisons, responder
 from rlhf_jax.pipeline.inputs import Inputs, real_inputs, world_inputs
-from rlhf_jax.pipeline.layout import PPO_RUNS, RESULT, Layout
+from rlhf_jax.pipeline.dpo import run_dpo
+from rlhf_jax.pipeline.layout import (CRITIC_FREE_METHODS, PPO_RUNS, PREFERENCE_METHODS, RESULT,
+                                      Layout)
 from rlhf_jax.pipeline.metrics import read_metrics
 from rlhf_jax.pipeline.ppo import run_ppo
 from rlhf_jax.pipeline.reward import run_reward
@@ -74,7 +80,8 @@ class Stage:
 def stage_names(config) -> list[str]:
     """The pipeline's stages in order, named as their directories under the workdir."""
     rounds = [f"round{r}/{stage}" for r in range(1, config.rounds + 1)
-              for stage in ("comparisons", "rm", *PPO_RUNS)]
+              for stage in ("comparisons", "rm", *PPO_RUNS,
+                            *(config.methods if r == config.rounds else ()))]
     return [*(() if config.base.init else ("base",)), "sft", *rounds, "evaluation"]
 
 
@@ -127,9 +134,21 @@ def plan(config, world: Optional[World], inputs: Inputs, paths: Layout) -> list[
                                   coef, judge),
                 (paths.sft_model, paths.reward_model(r)), (paths.policy(r, run),)))
     last = config.rounds
+    for method in config.methods:
+        if method in PREFERENCE_METHODS:
+            run = functools.partial(_preference, config, paths.sft_model,
+                                    paths.all_comparisons(last), PREFERENCE_METHODS[method])
+            inputs_of = (paths.sft_model, paths.all_comparisons(last))
+        else:
+            run = functools.partial(_critic_free, config, inputs, paths.sft_model,
+                                    paths.reward_model(last), method, judge)
+            inputs_of = (paths.sft_model, paths.reward_model(last))
+        stages.append(Stage(f"round{last}/{method}", run, inputs_of,
+                            (paths.method_policy(last, method),)))
     stages.append(Stage("evaluation", functools.partial(_evaluation, config, world, inputs, paths),
                         (paths.base_model, paths.sft_model, paths.reward_model(last),
-                         *(paths.policy(last, run) for run in PPO_RUNS))))
+                         *(paths.policy(last, run) for run in PPO_RUNS),
+                         *(paths.method_policy(last, m) for m in config.methods))))
     return stages
 
 
@@ -186,6 +205,23 @@ def _ppo(config, inputs: Inputs, sft: str, reward_model: str, ptx_coef: float, j
         "ppo.ptx_coef": ptx_coef}), directory, judge)
 
 
+def _preference(config, sft: str, comparisons_path: str, loss: str, directory: str) -> dict:
+    return run_dpo(with_fields(config.dpo, init=sft, **{
+        "data.path": comparisons_path, "data.toy_records": 0, "dpo.loss": loss}), directory)
+
+
+def _critic_free(config, inputs: Inputs, sft: str, reward_model: str, advantage: str, judge,
+                 directory: str) -> dict:
+    """A critic-free run from the SFT model on PPO's reward model and prompts (no ptx): k samples
+    of ``batch_size / k`` prompts, so as many episodes per iteration as PPO's."""
+    k = 1 if advantage == "reinforce_pp" else config.samples_per_prompt
+    return run_ppo(with_fields(config.ppo, init=sft, batch_size=config.ppo.batch_size // k, **{
+        "reward.path": reward_model, "reward.token_count": -1, "data.path": inputs.ppo_prompts,
+        "data.toy_records": 0, "ptx.path": inputs.pretraining, "ptx.toy_records": 0,
+        "ppo.ptx_coef": 0.0, "ppo.advantage": advantage, "ppo.samples_per_prompt": k}),
+        directory, judge)
+
+
 def _evaluation(config, world: Optional[World], inputs: Inputs, paths: Layout,
                 directory: str) -> dict:
     """Gathers what the last round made and runs ``evaluation.evaluate`` on it."""
@@ -199,10 +235,12 @@ def _evaluation(config, world: Optional[World], inputs: Inputs, paths: Layout,
     evidence = evaluate.Evidence(
         prompts=prompts, reward_model=paths.reward_model(last),
         models=dict(base=paths.base_model, sft=paths.sft_model,
-                    **{run: paths.policy(last, run) for run in PPO_RUNS}),
+                    **{run: paths.policy(last, run) for run in PPO_RUNS},
+                    **{m: paths.method_policy(last, m) for m in config.methods}),
         rm_validation=_split(paths.rm_data(last), "comparison", "validation"),
         pretrain_validation=_split(ppo_data, "pretrain", "validation"),
-        curves={run: _curve(paths.run(last, run)) for run in PPO_RUNS},
+        curves={run: _curve(paths.run(last, run))
+                for run in (*PPO_RUNS, *(m for m in config.methods if m in CRITIC_FREE_METHODS))},
         agreement=_agreement(paths, config.rounds) if world is not None else {})
     # By default each process evaluates whole on a device of its own; ``evaluation.sharded``
     # loads the models onto the PPO stage's mesh instead (for models too large for one device).

@@ -4,7 +4,8 @@ A stage driver writes into its own directory: ``data/`` (the prepared records),
 ``checkpoints/``, ``metrics.jsonl``, and its product (``MODEL``, ``REWARD_MODEL``,
 ``POLICY``, …). The InstructGPT pipeline gives each stage a directory under its
 workdir (``Layout``): ``base``, ``sft``, ``round<r>/{comparisons, rm, ppo,
-ppo_ptx}``, ``evaluation``; each holds ``RESULT`` once finished.
+ppo_ptx}``, the last round's ``METHODS`` (``round<r>/dpo``, …), ``evaluation``;
+each holds ``RESULT`` once finished.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ ADAPTER_SUFFIX = "_adapter"  # beside a policy trained with LoRA: its adapters, 
 RESULT = "result.json"  # a pipeline stage's result, written last
 COMPARISONS, ALL_COMPARISONS = "comparisons.jsonl", "all.jsonl"  # a round's, and every round's
 PPO_RUNS = ("ppo", "ppo_ptx")
+# Figure 1's rows beyond the paper's, trained in the last round: direct preference on its
+# comparisons (no reward model), and critic-free RL against its reward model.
+PREFERENCE_METHODS = {"dpo": "dpo", "dpo_kwise": "plackett_luce"}  # row -> dpo.loss
+CRITIC_FREE_METHODS = ("rloo", "grpo", "reinforce_pp")  # row = ppo.advantage
+METHODS = (*PREFERENCE_METHODS, *CRITIC_FREE_METHODS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +68,12 @@ class Layout:
 
     def policy(self, r: int, run: str) -> str:
         return os.path.join(self.run(r, run), POLICY)
+
+    def method_policy(self, r: int, method: str) -> str:
+        """The policy a ``METHODS`` row trained in round r (a preference stage writes ``MODEL``,
+        an RL stage ``POLICY``)."""
+        return os.path.join(self.run(r, method),
+                            MODEL if method in PREFERENCE_METHODS else POLICY)
 
     def run_data(self, r: int, run: str) -> str:
         return os.path.join(self.run(r, run), DATA)

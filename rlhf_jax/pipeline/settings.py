@@ -214,6 +214,9 @@ class Pipeline:
     sft: Stage
     rm: Stage
     ppo: PPO
+    dpo: Preference
+    methods: tuple  # Figure 1's rows beyond the paper's (pipeline.layout.METHODS)
+    samples_per_prompt: int  # of the rloo and grpo rows
     comparisons: Comparisons
     evaluation: Evaluation
     distributed: Distributed = Distributed()

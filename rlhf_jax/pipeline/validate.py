@@ -31,7 +31,9 @@ from rlhf_jax.data.records import MAX_K, MIN_K
 from rlhf_jax.errors import ConfigError, MissingFileError
 from rlhf_jax.models.config import DTYPES
 from rlhf_jax.pipeline.inputs import IMPORTERS
+from rlhf_jax.pipeline.layout import METHODS
 from rlhf_jax.pipeline.settings import settings
+from rlhf_jax.rl.advantages import GROUPED
 from rlhf_jax.rl.preference import LOSSES
 from rlhf_jax.train.optim import DECAY
 
@@ -150,8 +152,17 @@ def validate_pipeline(config) -> None:
     else:
         validate_stage(config.pretrain, "config.pretrain", paths=False)
         context = config.pretrain.model.max_seq_len
-    for stage in ("sft", "rm", "ppo"):
+    for stage in ("sft", "rm", "ppo", "dpo"):
         validate_stage(getattr(config, stage), f"config.{stage}", paths=False, context=context)
+    c.need("methods", lambda v: set(v) <= set(METHODS) and len(set(v)) == len(v),
+           f"must be distinct names among {METHODS}")
+    if set(config.methods) & set(GROUPED):
+        k = config.samples_per_prompt
+        c.need("samples_per_prompt", lambda v: v >= 2, "must be >= 2: rloo and grpo compare the "
+               "samples of a prompt")
+        c.need("samples_per_prompt", lambda v: config.ppo.batch_size % v == 0,
+               f"must divide ppo.batch_size={config.ppo.batch_size} (a critic-free row samples "
+               f"{k} responses of each of batch_size / {k} prompts)")
 
 
 def _context(c: Section, paths: bool) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from configs.instructgpt import get_config
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
-from rlhf_jax.evaluation.evaluate import MODELS
+from rlhf_jax.evaluation.evaluate import model_rows
 from rlhf_jax.feedback.world import World
 from rlhf_jax.pipeline.inputs import world_inputs
 from rlhf_jax.pipeline.instructgpt import plan, run_instructgpt, stage_names
@@ -23,7 +23,10 @@ from tests.metrics_log import interrupt_at, wait_for_step
 from tests.pipeline.micro import micro_config
 
 ROUND = ("comparisons", "rm", "ppo", "ppo_ptx")
-STAGES = ("base", "sft", *(f"round{r}/{s}" for r in (1, 2) for s in ROUND), "evaluation")
+METHODS = ("dpo", "dpo_kwise", "rloo")  # the last round's extra rows
+STAGES = ("base", "sft", *(f"round{r}/{s}" for r in (1, 2) for s in ROUND),
+          *(f"round2/{m}" for m in METHODS), "evaluation")
+ROWS = model_rows(("ppo", "ppo_ptx", *METHODS))
 PLOTS = ("figure1.png", "overoptimization.png", "ppo_curves.png")
 
 
@@ -45,6 +48,8 @@ def test_every_artifact_is_written_and_every_number_is_sane(micro_pipeline):
     for path in ("report.md", "results.json", *PLOTS, "base/model/config.json",
                  "sft/model/config.json", "round1/rm/reward_model/model.json",
                  "round1/ppo/policy/config.json", "round1/ppo_ptx/policy_ema/config.json",
+                 "round2/dpo/model/config.json", "round2/dpo_kwise/reference/train.npy",
+                 "round2/rloo/policy/config.json",
                  "inputs/demonstrations.jsonl", "round1/comparisons/comparisons.jsonl"):
         assert os.path.getsize(os.path.join(workdir, path)) > 0, path
     assert json.load(open(os.path.join(workdir, "results.json"))) == results
@@ -58,7 +63,8 @@ def test_every_artifact_is_written_and_every_number_is_sane(micro_pipeline):
     assert rm_data["read"] == sum(counts)
     for path, value in numbers(results):
         assert math.isfinite(value), path
-    assert set(results["win_rate_vs_sft"]) == set(MODELS)
+    assert list(results["win_rate_vs_sft"]) == list(ROWS)
+    assert set(results["alignment_tax"]) == set(ROWS) - {"base_prompted", "best_of_n"}
     for model, win in results["win_rate_vs_sft"].items():
         assert 0 <= win["low"] <= win["value"] <= win["high"] <= 1, model
         assert win["n"] == results["prompts"] == 16
@@ -68,11 +74,12 @@ def test_every_artifact_is_written_and_every_number_is_sane(micro_pipeline):
     for model, tax in results["alignment_tax"].items():
         assert tax["pretrain_loss"] > 0 and 0 <= tax["fact_accuracy"] <= 1, model
         assert 0 < tax["fact_probability"] < 1, model
+    assert set(results["overoptimization"]) == {"ppo", "ppo_ptx", "rloo"}
     for run, curve in results["overoptimization"].items():
         assert [r["iteration"] for r in curve] == [0, 2, 4], run
         assert all("gold_score" in r for r in curve)
     assert len(results["samples"]) == 6 and set(results["samples"][0]) == {
-        "prompt", "reference_sft", *MODELS}
+        "prompt", "reference_sft", *ROWS}
     report = open(os.path.join(workdir, "report.md")).read()
     assert "win rate vs SFT" in report and all(p in report for p in PLOTS)
 
