@@ -25,6 +25,7 @@ setup(
         "tensorflow-datasets>=4.9.10",
         "grain>=0.2.18",
         "numpy>=2.0",
+        "scipy>=1.13",  # Student-t intervals over seeds (the ablations); jax needs it too
         "tqdm>=4.66",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "matplotlib>=3.8",  # the pipeline report's plots

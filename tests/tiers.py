@@ -31,7 +31,7 @@ TIERS = {
         pipeline/test_stages.py pipeline/test_ppo_stage.py pipeline/test_stage_sharding.py
     """,
     "pipeline": """
-        pipeline/test_instructgpt.py pipeline/test_real_data_presets.py
+        pipeline/test_ablations.py pipeline/test_instructgpt.py pipeline/test_real_data_presets.py
         pipeline/test_smollm2_preset.py
     """,
     "notebook": """

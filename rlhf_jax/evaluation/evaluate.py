@@ -97,7 +97,7 @@ def evaluate(config, world, evidence: Evidence, partitioner: Partitioner | None 
     responses = dict(sft=[s[0] for s in sft.sample(prompts, 1, seed + 1, **chat)])
     candidates = sft.sample(prompts, e.best_of_n, seed + 2, **chat)
     responses["best_of_n"] = [c[int(np.argmax(scores))] for c, scores in
-                              zip(candidates, _score_groups(reward, prompts, candidates))]
+                              zip(candidates, score_groups(reward, prompts, candidates))]
     trained = [name for name in models if name not in UNTRAINED]
     for name in trained:
         responses[name] = [s[0] for s in models[name]().sample(prompts, 1, seed + 3, **chat)]
@@ -111,11 +111,11 @@ def evaluate(config, world, evidence: Evidence, partitioner: Partitioner | None 
                                                                 **forum)]
     responses = {m: responses[m] for m in model_rows(trained) if m in responses}
 
-    judged = _judge(world, reward, prompts, responses, reference, seed)
+    judged = judge_responses(world, reward, prompts, responses, reference, seed)
     return dict(
         judge="held-out labelers" if world is not None else "reward model",
         prompts=len(prompts), **judged,
-        rm_accuracy=_rm_accuracy(world, reward, evidence.rm_validation),
+        rm_accuracy=rm_accuracy(world, reward, evidence.rm_validation),
         agreement=evidence.agreement,
         alignment_tax=_alignment_tax(config, models, evidence.pretrain_validation),
         overoptimization=evidence.curves,
@@ -123,7 +123,7 @@ def evaluate(config, world, evidence: Evidence, partitioner: Partitioner | None 
                  for i, p in enumerate(prompts[:e.shown_prompts])])
 
 
-def _score_groups(reward, prompts, groups) -> list[np.ndarray]:
+def score_groups(reward, prompts, groups) -> list[np.ndarray]:
     """The RM's scores of each prompt's group of responses, all scored in one pass."""
     flat = reward.score([p for p, g in zip(prompts, groups) for _ in g],
                         [r for g in groups for r in g])
@@ -131,7 +131,7 @@ def _score_groups(reward, prompts, groups) -> list[np.ndarray]:
     return np.split(flat, ends[:-1])
 
 
-def _judge(world, reward, prompts, responses, reference, seed) -> dict:
+def judge_responses(world, reward, prompts, responses, reference, seed) -> dict:
     """Win rates against ``reference`` (per prompt: the share of judges preferring the model),
     with gold scores and rubric parts when labelers exist. The labelers' noise is drawn from a
     generator per model, seeded by ``seed`` and the model's name."""
@@ -157,10 +157,10 @@ def _judge(world, reward, prompts, responses, reference, seed) -> dict:
     return out
 
 
-def _rm_accuracy(world, reward, comparisons: list[Comparison]) -> dict:
+def rm_accuracy(world, reward, comparisons: list[Comparison]) -> dict:
     """Pairwise accuracy on the RM stage's validation comparisons: as ranked by the training
     labelers, and (with the world) as ranked again by a random held-out labeler each."""
-    scores = _score_groups(reward, [c.prompt for c in comparisons],
+    scores = score_groups(reward, [c.prompt for c in comparisons],
                            [c.responses for c in comparisons])
     out = dict(training_labelers=pairwise_accuracy(scores, [c.ranking for c in comparisons]),
                comparisons=len(comparisons))

@@ -7,6 +7,8 @@ half). Its 95% interval is the normal one over prompts,
     w̄ ± 1.96·s/√n,   s² = Σ (w_i − w̄)² / (n − 1),
 
 clipped to [0, 1]: prompts are the unit of sampling, as in the paper's Figure 1.
+Across a handful of seeds (the ablations) the interval is Student's t one,
+``x̄ ± t_{0.975, n−1}·s/√n``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import itertools
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 Z95 = 1.959963984540054
 
@@ -30,6 +33,16 @@ def mean_interval(values: Sequence[float], bounds: tuple[float, float] = (-np.in
     half = Z95 * float(values.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
     return dict(value=mean, low=float(max(bounds[0], mean - half)),
                 high=float(min(bounds[1], mean + half)), n=n)
+
+
+def seed_interval(values: Sequence[float]) -> dict[str, float]:
+    """``{value, low, high, n}``: the mean over seeds and its 95% Student-t interval (no
+    interval for one seed)."""
+    values = np.asarray(values, np.float64)
+    n, mean = len(values), float(values.mean())
+    half = (float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+            if n > 1 else 0.0)
+    return dict(value=mean, low=mean - half, high=mean + half, n=n)
 
 
 def pairwise_accuracy(scores: Sequence[Sequence[float]],

@@ -111,9 +111,9 @@ def plan(config, world: Optional[World], inputs: Inputs, paths: Layout) -> list[
     """The stages of ``config``, in order (names as ``stage_names`` gives them)."""
     stages = []
     if not config.base.init:
-        stages.append(Stage("base", functools.partial(_pretrain, config, inputs),
+        stages.append(Stage("base", functools.partial(train_base, config, inputs),
                             (inputs.pretraining,), (paths.base_model,)))
-    stages.append(Stage("sft", functools.partial(_sft, config, inputs, paths.base_model),
+    stages.append(Stage("sft", functools.partial(train_sft, config, inputs, paths.base_model),
                         (paths.base_model, inputs.demonstrations), (paths.sft_model,)))
     judge = evaluate.gold_judge(world, responder(config, paths.sft_model)) if world else None
     for r in range(1, config.rounds + 1):
@@ -125,22 +125,22 @@ def plan(config, world: Optional[World], inputs: Inputs, paths: Layout) -> list[
             (sampler, *earlier), (paths.comparisons(r), paths.all_comparisons(r))))
         stages.append(Stage(
             f"round{r}/rm",
-            functools.partial(_rm, config, inputs, paths.sft_model, paths.all_comparisons(r)),
+            functools.partial(train_rm, config, inputs, paths.sft_model, paths.all_comparisons(r)),
             (paths.sft_model, paths.all_comparisons(r)), (paths.reward_model(r),)))
         for run, coef in zip(PPO_RUNS, (0.0, config.ptx_coef)):
             stages.append(Stage(
                 f"round{r}/{run}",
-                functools.partial(_ppo, config, inputs, paths.sft_model, paths.reward_model(r),
+                functools.partial(train_ppo, config, inputs, paths.sft_model, paths.reward_model(r),
                                   coef, judge),
                 (paths.sft_model, paths.reward_model(r)), (paths.policy(r, run),)))
     last = config.rounds
     for method in config.methods:
         if method in PREFERENCE_METHODS:
-            run = functools.partial(_preference, config, paths.sft_model,
+            run = functools.partial(train_preference, config, paths.sft_model,
                                     paths.all_comparisons(last), PREFERENCE_METHODS[method])
             inputs_of = (paths.sft_model, paths.all_comparisons(last))
         else:
-            run = functools.partial(_critic_free, config, inputs, paths.sft_model,
+            run = functools.partial(train_critic_free, config, inputs, paths.sft_model,
                                     paths.reward_model(last), method, judge)
             inputs_of = (paths.sft_model, paths.reward_model(last))
         stages.append(Stage(f"round{last}/{method}", run, inputs_of,
@@ -181,23 +181,23 @@ def once(workdir: str, stage: Stage) -> dict:
     return result
 
 
-def _pretrain(config, inputs: Inputs, directory: str) -> dict:
+def train_base(config, inputs: Inputs, directory: str) -> dict:
     return run_sft(with_fields(config.pretrain, **{"data.path": inputs.pretraining,
                                                     "data.toy_records": 0}), directory)
 
 
-def _sft(config, inputs: Inputs, base: str, directory: str) -> dict:
+def train_sft(config, inputs: Inputs, base: str, directory: str) -> dict:
     return run_sft(with_fields(config.sft, init=base, **{"data.path": inputs.demonstrations,
                                                           "data.toy_records": 0}), directory)
 
 
-def _rm(config, inputs: Inputs, sft: str, comparisons_path: str, directory: str) -> dict:
+def train_rm(config, inputs: Inputs, sft: str, comparisons_path: str, directory: str) -> dict:
     return run_reward(with_fields(config.rm, init=sft, **{
         "data.path": comparisons_path, "data.toy_records": 0,
         "normalize.path": inputs.demonstrations, "normalize.toy_records": 0}), directory)
 
 
-def _ppo(config, inputs: Inputs, sft: str, reward_model: str, ptx_coef: float, judge,
+def train_ppo(config, inputs: Inputs, sft: str, reward_model: str, ptx_coef: float, judge,
          directory: str) -> dict:
     return run_ppo(with_fields(config.ppo, init=sft, value_init="reward", **{
         "reward.path": reward_model, "reward.token_count": -1, "data.path": inputs.ppo_prompts,
@@ -205,12 +205,13 @@ def _ppo(config, inputs: Inputs, sft: str, reward_model: str, ptx_coef: float, j
         "ppo.ptx_coef": ptx_coef}), directory, judge)
 
 
-def _preference(config, sft: str, comparisons_path: str, loss: str, directory: str) -> dict:
+def train_preference(config, sft: str, comparisons_path: str, loss: str, directory: str,
+                     probe=None) -> dict:
     return run_dpo(with_fields(config.dpo, init=sft, **{
-        "data.path": comparisons_path, "data.toy_records": 0, "dpo.loss": loss}), directory)
+        "data.path": comparisons_path, "data.toy_records": 0, "dpo.loss": loss}), directory, probe)
 
 
-def _critic_free(config, inputs: Inputs, sft: str, reward_model: str, advantage: str, judge,
+def train_critic_free(config, inputs: Inputs, sft: str, reward_model: str, advantage: str, judge,
                  directory: str) -> dict:
     """A critic-free run from the SFT model on PPO's reward model and prompts (no ptx): k samples
     of ``batch_size / k`` prompts, so as many episodes per iteration as PPO's."""

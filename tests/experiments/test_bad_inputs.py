@@ -185,7 +185,7 @@ TRAIN = {  # case -> (arguments after --workdir, what the error line names)
                        ["--config=configs/sft.py:huge: ValueError: unknown SFT preset 'huge'"]),
     "unknown_preset_argument": (["--config=configs/sft.py:tiny,recs=5"],
                                 ["--config=configs/sft.py:tiny,recs=5", "unknown key 'recs'"]),
-    "unknown_stage": ([*SFT, "--config.stage=dpo"], ["config.stage='dpo': must be one of"]),
+    "unknown_stage": ([*SFT, "--config.stage=kto"], ["config.stage='kto': must be one of"]),
     "unknown_on_error": ([*SFT, "--config.data.on_error=ignore"],
                          ["config.data.on_error='ignore': must be one of ('raise', 'skip')"]),
     "unknown_value_init": (
@@ -195,6 +195,14 @@ TRAIN = {  # case -> (arguments after --workdir, what the error line names)
                            ["config.lora: LoraConfig.rank=-1: must be an integer >= 0"]),
     "unknown_lora_target": ([*RM, "--config.lora.rank=4", "--config.lora.targets=('q', 'wq')"],
                             ["config.lora: LoraConfig.targets=('q', 'wq'): each must be one of"]),
+    "unknown_advantage": ([*PPO, "--config.ppo.advantage=vtrace"],
+                          ["config.ppo: PPOConfig.advantage='vtrace' must be one of"]),
+    "grpo_with_one_sample": ([*PPO, "--config.ppo.advantage=grpo"],
+                             ["config.ppo: PPOConfig.advantage='grpo' compares the samples of a "
+                              "prompt: samples_per_prompt=1 must be >= 2"]),
+    "unknown_preference_loss": (["--config=configs/dpo.py:tiny", "--config.mesh.devices=1",
+                                 "--config.dpo.loss=kto"],
+                                ["config.dpo: DPOConfig.loss='kto' must be one of"]),
     "eval_prompts_under_a_batch": ([*PPO, "--config.eval_prompts=4"],
                                    ["config.eval_prompts=4: must be a positive multiple of batch_size=16"]),
     # checkpoints
@@ -258,6 +266,12 @@ INSTRUCTGPT = {
     "evaluation_dtype": ([*PIPELINE, "--config.evaluation.dtype=int8"],
                          ["config.evaluation.dtype='int8': must be one of ('float32', "
                           "'bfloat16', 'float16')"]),
+    "unknown_method": ([*PIPELINE, "--config.methods=('dpo', 'kto')"],
+                       ["config.methods=('dpo', 'kto'): must be distinct names among ('dpo', "
+                        "'dpo_kwise', 'rloo', 'grpo', 'reinforce_pp')"]),
+    "samples_per_prompt_not_dividing": (
+        [*PIPELINE, "--config.samples_per_prompt=3"],
+        ["config.samples_per_prompt=3: must divide ppo.batch_size=8"]),
 }
 GENERATE = {  # no workdir
     "no_model": (["--prompt=Hi"], ["flag --model=None: Flag --model must have a value"]),

@@ -52,10 +52,10 @@ def checkpoint(tmp_path_factory):
 def real_config(preset, data, checkpoint, devices):
     config = get_config(preset)
     config.base.init, config.data.comparisons = checkpoint, str(data)
-    for section in (config.sft, config.rm, config.ppo):
+    for section in (config.sft, config.rm, config.ppo, config.dpo):
         section.mesh.devices = devices  # the preset's data axis over this many (fake) devices
         section.model.dtype = "float32"
-    config.sft.data.max_len = config.rm.data.max_len = 128
+    config.sft.data.max_len = config.rm.data.max_len = config.dpo.data.max_len = 128
     config.ppo.data.max_prompt_len, config.ppo.sampling.max_new_tokens = 64, 16
     config.ppo.ptx.max_len = 64
     config.ppo.update(iterations=2, batch_size=8, eval_prompts=8, eval_every=1, save_every=1)
@@ -76,7 +76,8 @@ def test_hh_rlhf_preset_runs_every_stage_on_a_data_parallel_mesh(checkpoint, tmp
     results = run_instructgpt(real_config("hh_rlhf", data, checkpoint, devices=2), workdir)
 
     assert results["judge"] == "reward model" and results["prompts"] > 0
-    assert set(results["win_rate_vs_sft"]) == {"base", "sft", "ppo", "ppo_ptx", "best_of_n"}
+    assert set(results["win_rate_vs_sft"]) == {"base", "sft", "ppo", "ppo_ptx", "dpo",
+                                               "dpo_kwise", "rloo", "best_of_n"}
     assert results["gold_score"] == {} and "heldout_labelers" not in results["rm_accuracy"]
     assert all(math.isfinite(w["value"]) for w in results["win_rate_vs_sft"].values())
     assert comparisons_read(workdir) == 160
