@@ -2,7 +2,7 @@
 
 ``write(workdir, results)`` writes ``results.json`` (every number), the plots
 ``figure1.png`` (win rate against SFT with 95% intervals), ``overoptimization.png``
-(RM and gold score against KL along each PPO run) and ``ppo_curves.png`` (RM
+(RM and gold score against √KL at each validation of each RL run) and ``ppo_curves.png`` (RM
 score, KL and win rate against SFT per iteration), and ``report.md`` with the
 tables and samples.
 ``summary(results)`` is the table the pipeline prints.
@@ -10,6 +10,7 @@ tables and samples.
 
 from __future__ import annotations
 
+import math
 import os
 
 from matplotlib.figure import Figure  # no pyplot: no backend is chosen for the caller
@@ -50,16 +51,20 @@ def _figure1(results: dict, path: str) -> None:
 
 
 def _overoptimization(results: dict, path: str) -> None:
+    """RM and gold score of each validation checkpoint against √KL from SFT (Gao et al. 2022),
+    each run's points joined in order of KL, not of time."""
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
     colors = ("#c44e52", "#55a868", "#4c72b0", "#8172b2", "#ccb974", "#64b5cd")
     for (run, rows), color in zip(results["overoptimization"].items(), colors):
-        kl = [r["kl"] for r in rows]
-        ax.plot(kl, [r["rm_score"] for r in rows], "o--", color=color, label=f"{run}: RM score")
+        rows = sorted(rows, key=lambda r: r["kl"])
+        root = [math.sqrt(max(r["kl"], 0.0)) for r in rows]
+        ax.plot(root, [r["rm_score"] for r in rows], "o:", color=color, alpha=0.6,
+                markersize=3, label=f"{run}: RM score")
         if rows and "gold_score" in rows[0]:
-            ax.plot(kl, [r["gold_score"] for r in rows], "s-", color=color,
+            ax.plot(root, [r["gold_score"] for r in rows], "s-", color=color, markersize=4,
                     label=f"{run}: gold score")
-    ax.set_xlabel("KL(π ‖ π_SFT) per response (nats)")
+    ax.set_xlabel("√KL(π ‖ π_SFT) per response (nats^½)")
     ax.set_ylabel("score")
     ax.legend(fontsize=7)
     fig.tight_layout()

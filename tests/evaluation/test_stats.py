@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhf_jax.evaluation.stats import mean_interval, pairwise_accuracy
+from rlhf_jax.evaluation.stats import mean_interval, pairwise_accuracy, seed_interval
 
 
 def test_interval_is_the_normal_one_over_prompts():
@@ -29,6 +29,17 @@ def test_interval_is_clipped_and_covers_at_the_nominal_rate():
         draw = mean_interval(rng.binomial(1, 0.7, 200).astype(float))
         hits += draw["low"] <= 0.7 <= draw["high"]
     assert 0.93 < hits / 2000 < 0.97
+
+
+def test_seed_interval_is_students_t_one():
+    """Three seeds: t_{0.975, 2} = 4.302652729911275 (tables), far wider than 1.96."""
+    values = [0.61, 0.57, 0.66]
+    half = 4.302652729911275 * np.std(values, ddof=1) / math.sqrt(3)
+    got = seed_interval(values)
+    assert got["n"] == 3 and got["value"] == pytest.approx(np.mean(values))
+    assert got["low"] == pytest.approx(np.mean(values) - half)
+    assert got["high"] == pytest.approx(np.mean(values) + half)
+    assert seed_interval([0.4]) == dict(value=0.4, low=0.4, high=0.4, n=1)
 
 
 def test_pairwise_accuracy_counts_every_ranked_pair():
