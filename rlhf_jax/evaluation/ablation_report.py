@@ -19,8 +19,9 @@ import os
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no backend is chosen for the caller
 
+from rlhf_jax.evaluation.report import save_figure
 from rlhf_jax.evaluation.stats import seed_interval
-from rlhf_jax.files import write_atomic, write_json, write_text
+from rlhf_jax.files import write_json, write_text
 
 SWEEP_TITLES = {"size": "share of the comparisons", "labelers": "training labelers",
                 "noise": "labeler noise (× the panel's)"}
@@ -71,9 +72,7 @@ def _sweep_plot(sweep: str, values: dict, sft: dict, path: str) -> None:
     ax.set_xlabel(SWEEP_TITLES[sweep])
     ax.set_ylabel("win rate vs SFT (held-out labelers)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with write_atomic(path, "wb") as f:
-        fig.savefig(f, dpi=120, format="png")
+    save_figure(fig, path)
 
 
 def _overoptimization(curves: dict, path: str) -> None:
@@ -93,9 +92,7 @@ def _overoptimization(curves: dict, path: str) -> None:
     for ax in (gold_ax, proxy_ax):
         ax.set_xlabel("√KL(π ‖ π_SFT) per response (nats^½)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with write_atomic(path, "wb") as f:
-        fig.savefig(f, dpi=120, format="png")
+    save_figure(fig, path)
 
 
 def write(workdir: str, results: dict) -> str:

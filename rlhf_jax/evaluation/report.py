@@ -17,6 +17,14 @@ from matplotlib.figure import Figure  # no pyplot: no backend is chosen for the 
 
 from rlhf_jax.files import write_atomic, write_json, write_text
 
+
+def save_figure(fig: Figure, path: str) -> None:
+    """``fig``, laid out tight, as a PNG at ``path`` (written atomically)."""
+    fig.tight_layout()
+    with write_atomic(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
+
+
 def _ci(entry: dict) -> str:
     return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
@@ -45,9 +53,7 @@ def _figure1(results: dict, path: str) -> None:
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"win rate vs SFT ({results['judge']})")
-    fig.tight_layout()
-    with write_atomic(path, "wb") as f:
-        fig.savefig(f, dpi=120, format="png")
+    save_figure(fig, path)
 
 
 def _overoptimization(results: dict, path: str) -> None:
@@ -67,9 +73,7 @@ def _overoptimization(results: dict, path: str) -> None:
     ax.set_xlabel("√KL(π ‖ π_SFT) per response (nats^½)")
     ax.set_ylabel("score")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with write_atomic(path, "wb") as f:
-        fig.savefig(f, dpi=120, format="png")
+    save_figure(fig, path)
 
 
 def _curves(results: dict, path: str) -> None:
@@ -87,9 +91,7 @@ def _curves(results: dict, path: str) -> None:
         ax.set_xlabel("PPO iteration")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with write_atomic(path, "wb") as f:
-        fig.savefig(f, dpi=120, format="png")
+    save_figure(fig, path)
 
 
 def write(workdir: str, results: dict) -> str:

@@ -40,7 +40,7 @@ from rlhf_jax.evaluation.models import Policy, RewardModel
 from rlhf_jax.feedback.labelers import training_labelers
 from rlhf_jax.feedback.world import World
 from rlhf_jax.files import write_jsonl
-from rlhf_jax.pipeline import instructgpt
+from rlhf_jax.pipeline import instructgpt, layout
 from rlhf_jax.pipeline.comparisons import responder
 from rlhf_jax.pipeline.dpo import Probe
 from rlhf_jax.pipeline.inputs import world_inputs
@@ -105,19 +105,18 @@ def run_ablations(config, workdir: str) -> dict:
     prompts = [json.loads(line)["prompt"] for line in open(inputs.eval_prompts)]
     judge = Judgement(p, world, paths.sft_model, prompts)
     gold = evaluate.gold_judge(world, responder(p, paths.sft_model))
+    probe = _probe(config, p, gold, prompts)
     rows = []
     for setting in settings_of(config):
         data = _comparisons(world, pool, setting, os.path.join(workdir, setting.data))
         seeded = with_fields(p, **{f"{s}.seed": setting.seed for s in ("rm", "ppo", "dpo")})
         methods = config.methods[setting.sweep]
-        stages = _stages(seeded, inputs, paths.sft_model, data, methods, gold,
-                         _probe(config, p, gold, prompts), os.path.join(workdir, setting.name))
-        results = {}
-        for stage in stages:
-            results[stage.name] = once(os.path.join(workdir, setting.name), stage)
-        judged = once(os.path.join(workdir, setting.name), Stage(
-            "judged", functools.partial(judge.setting, os.path.join(workdir, setting.name),
-                                        methods, test)))
+        directory = os.path.join(workdir, setting.name)
+        for stage in _stages(seeded, inputs, paths.sft_model, data, methods, gold, probe,
+                             directory):
+            once(directory, stage)
+        judged = once(directory, Stage(
+            "judged", functools.partial(judge.setting, directory, methods, test)))
         measured = {k: v for k, v in judged.items()  # a baseline shared by sweeps has more
                     if k.startswith("rm_") or k.rsplit("_", 2)[0] in methods}
         rows.append(dict(sweep=setting.sweep, value=setting.value, seed=setting.seed, **measured))
@@ -184,8 +183,8 @@ def _stages(p, inputs, sft: str, data: str, methods, gold, probe: Probe,
     stages = [Stage("rm", functools.partial(instructgpt.train_rm, p, inputs, sft, data))]
     if "ppo_ptx" in methods:
         stages.append(Stage("ppo_ptx", functools.partial(
-            instructgpt.train_ppo, p, inputs, sft, os.path.join(directory, "rm", "reward_model"),
-            p.ptx_coef, gold)))
+            instructgpt.train_ppo, p, inputs, sft,
+            os.path.join(directory, "rm", layout.REWARD_MODEL), p.ptx_coef, gold)))
     for method in (m for m in methods if m in PREFERENCE_METHODS):
         stages.append(Stage(method, functools.partial(
             instructgpt.train_preference, p, sft, data, PREFERENCE_METHODS[method], probe=probe)))
@@ -229,7 +228,7 @@ class Judgement:
 
     def setting(self, directory: str, methods, test: list[dict], _stage_dir: str) -> dict:
         """RM accuracy on ``test`` and each method's verdict."""
-        reward = RewardModel(os.path.join(directory, "rm", "reward_model"),
+        reward = RewardModel(os.path.join(directory, "rm", layout.REWARD_MODEL),
                              self.p.rm.data.max_len, self.p.sft.data.chat)
         out = {f"rm_{k}": v for k, v in evaluate.rm_accuracy(
             self.world, reward, _records(test)).items() if k != "comparisons"}
@@ -240,7 +239,7 @@ class Judgement:
                 responses = [g[int(np.argmax(s))] for g, s in zip(groups, scores)]
             else:
                 path = os.path.join(directory, method,
-                                    "policy" if method == "ppo_ptx" else "model")
+                                    layout.POLICY if method == "ppo_ptx" else layout.MODEL)
                 policy = Policy(path, self.p.evaluation.dtype)
                 responses = [s[0] for s in policy.sample(self.prompts, 1, self.seed + 3,
                                                          **self.chat)]
@@ -249,9 +248,8 @@ class Judgement:
 
 
 def _records(test: list[dict]) -> list[Comparison]:
-    return [Comparison(prompt=r["prompt"], responses=tuple(r["responses"]),
-                       ranking=tuple(r["ranking"]), labeler_id=r.get("labeler_id"),
-                       user_id=r.get("user_id")) for r in test]
+    return [Comparison(**dict(r, responses=tuple(r["responses"]), ranking=tuple(r["ranking"])))
+            for r in test]
 
 
 def _curves(workdir: str, config: Ablations) -> dict:

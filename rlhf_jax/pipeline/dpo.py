@@ -70,18 +70,17 @@ def run_dpo(config, workdir: str, probe: Optional[Probe] = None) -> dict:
         state, abstract, frozen = create_train_state(
             model, make_optimizer(stage.optimizer_config(config, steps)), partitioner,
             jax.random.key(config.seed), np.zeros((1, 8), np.int32), pretrained)
+        reference_params = lora.base(lora.combine(state.params, frozen))  # before any step
         reference = reference_logprobs(
-            CausalLM(model_config.replace(lora=lora.LoraConfig())),
-            lora.base(lora.combine(state.params, frozen)), rows, config.batch_size, partitioner,
-            os.path.join(workdir, REFERENCE))
+            CausalLM(model_config.replace(lora=lora.LoraConfig())), reference_params, rows,
+            config.batch_size, partitioner, os.path.join(workdir, REFERENCE))
         validation = batched_sums(
             lambda params, b: dpo_loss_terms(model, config.dpo, params, b, None),
             dict(rows["validation"], ref_logprobs=reference["validation"]), config.batch_size,
             partitioner)
 
         sampled = None if probe is None else _probe(probe, config, model_config, tokenizer,
-                                                    partitioner, lora.base(lora.combine(
-                                                        state.params, frozen)))
+                                                    partitioner, reference_params)
 
         def evaluate(state) -> dict:
             params = lora.combine(state.params, frozen)
