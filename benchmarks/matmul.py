@@ -24,9 +24,14 @@ import jax.numpy as jnp
 from absl import app, flags
 
 SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048), (4096, 4096, 4096)]
-flags.DEFINE_bool("torch", False, "also time torch.matmul (float32 and bf16 autocast)")
-flags.DEFINE_integer("threads", 2, "torch threads")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Flags of ``python -m benchmarks.matmul`` (defined there only: other benchmarks import
+    this module for ``gflops``)."""
+    flags.DEFINE_bool("torch", False, "also time torch.matmul (float32 and bf16 autocast)")
+    flags.DEFINE_integer("threads", 2, "torch threads")
 
 
 def gflops(dtype, m: int, k: int, n: int, iters: int = 10) -> float:
@@ -90,4 +95,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -85,7 +85,8 @@ def step_gflop(config: ModelConfig, stage: str) -> float:
     return 3 * forward * sequences * FLAGS.seq / 1e9
 
 
-def ours(config: ModelConfig, stage: str, batch: dict) -> dict:
+def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int) -> dict:
+    """Our jitted step's median seconds over ``steps`` after ``warmup`` (and compilation)."""
     model = CausalLM(config) if stage == "sft" else ScalarHeadModel(config)
     example = batch["tokens"][:1] if stage == "sft" else batch["tokens"][:1, 0]
     tx = make_optimizer(OptimizerConfig(learning_rate=LR, total_steps=10_000,
@@ -95,7 +96,7 @@ def ours(config: ModelConfig, stage: str, batch: dict) -> dict:
     step = jax.jit(functools.partial(sft_step if stage == "sft" else reward_step, model=model),
                    donate_argnums=0)
     batch = jax.device_put(batch)
-    keys = jax.random.split(jax.random.key(1), FLAGS.warmup + FLAGS.steps)
+    keys = jax.random.split(jax.random.key(1), warmup + steps)
     start = time.perf_counter()
     compiled = step.lower(state, batch, keys[0]).compile()
     compile_s, times, losses = time.perf_counter() - start, [], []
@@ -104,7 +105,7 @@ def ours(config: ModelConfig, stage: str, batch: dict) -> dict:
         state, metrics = jax.block_until_ready(compiled(state, batch, key))
         times.append(time.perf_counter() - start)
         losses.append(float(metrics["loss"]))
-    return dict(step_s=statistics.median(times[FLAGS.warmup:]), compile_s=compile_s,
+    return dict(step_s=statistics.median(times[warmup:]), compile_s=compile_s,
                 first_loss=losses[0], last_loss=losses[-1])
 
 
@@ -179,7 +180,7 @@ def main(_):
         for dtype in FLAGS.dtypes:
             config = ModelConfig.from_dict(get_config(f"{name},dtype={dtype}"))
             for stage, batch in batches().items():
-                sides = {"ours": ours(config, stage, batch)}
+                sides = {"ours": ours(config, stage, batch, FLAGS.steps, FLAGS.warmup)}
                 if not FLAGS.skip_trl:
                     sides["trl"] = trl_side(config, stage, batch, dtype == "bfloat16")
                 for side, r in sides.items():

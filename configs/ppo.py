@@ -68,7 +68,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  # gae (a value function) or critic-free: rloo | grpo | reinforce_pp; rloo and
                  # grpo sample samples_per_prompt >= 2 responses per prompt (docs/ppo.md)
                  advantage="gae", samples_per_prompt=1,
-                 loss_aggregation="token")  # or "sequence": each response's mean counts once
+                 loss_aggregation="token",  # or "sequence": each response's mean counts once
+                 # "sampler": log π_old from the sampler, no policy forward pass at scoring
+                 old_logprobs="forward")
     c.kl = dict(init_coef=0.02, target=0.0, horizon=10000)  # target > 0: adaptive β
     c.warmup_iterations = 10  # linear LR warmup, then constant
     c.optimizer = dict(learning_rate=9.65e-6, final_fraction=1.0, b1=0.9, b2=0.95,

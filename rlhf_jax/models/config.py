@@ -81,6 +81,7 @@ class ModelConfig:
     param_dtype: str = "float32"  # master weights
     remat_policy: str = "none"
     scan_layers: bool = True  # one nn.scan over stacked layers; False: a Python loop (decoding)
+    attention_block: int = 0  # > 0: causal self-attention by query blocks, skipping masked keys
     lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0: none); not part of the weights' file
 
     def __post_init__(self):
@@ -108,6 +109,8 @@ class ModelConfig:
         need(0 <= self.dropout_rate < 1, "dropout_rate", "must be in [0, 1)")
         need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
         need(self.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}")
+        need(isinstance(self.attention_block, int) and self.attention_block >= 0,
+             "attention_block", "must be a non-negative integer (0: one block)")
         need(self.remat_policy in REMAT_POLICIES, "remat_policy",
              f"must be one of {REMAT_POLICIES}")
         need(not (self.tie_embeddings and "lm_head" in self.lora.targets and self.lora.rank),

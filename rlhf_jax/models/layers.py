@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlhf_jax.models.attention import grouped_attention
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.lora import a_init
 from rlhf_jax.parallel import axes as ax
@@ -246,16 +247,9 @@ class Attention(nn.Module):
             k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
             v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
             new_cache = (k, v)
-        b, t = q.shape[:2]
-        q = q.reshape(b, t, k_heads, n // k_heads, h).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, H)
-        scores = jnp.einsum("BKGTH,BKSH->BKGTS", q, k, preferred_element_type=F32) * (h ** -0.5)
-        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(F32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("BKGTS,BKSH->BKGTH", probs.astype(cfg.compute_dtype), v,
-                         preferred_element_type=F32)
-        out = out.transpose(0, 3, 1, 2, 4)  # (B, T, K, G, H)
-        out = constrain(out.reshape(b, t, n, h), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
-                                                  ax.ACT_HEAD_DIM))
+        block = cfg.attention_block if layer_cache is None else 0
+        out = grouped_attention(q, k, v, mask, cfg.compute_dtype, block)
+        out = constrain(out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM))
         out = Dense(cfg, (n, h, d), (ax.HEADS, ax.HEAD_DIM, ax.EMBED),  # (B, T, N, H) -> (B, T, D)
                     n_contract=2, use_bias=cfg.attn_out_bias, name="o")(out)
         return out, new_cache

@@ -314,7 +314,8 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                     m.update(judge([r.prompt for r in records[i * batch:(i + 1) * batch]],
                                    decode_responses(tokenizer, *parallel.to_host(
                                        (experience.response, experience.response_mask)))))
-                keys = ("score", "kl", "kl_exact_per_token", "entropy", "response_length",
+                keys = (*(k for k in ("score", "kl", "kl_exact_per_token", "entropy",
+                                      "response_length") if k in m),
                         *(k for k in m if k.startswith("judge/")))
                 for k in keys if not prefix else ("score", "kl"):
                     sums[prefix + k] = sums.get(prefix + k, 0.0) + float(m[k]) / len(batches)

@@ -54,13 +54,16 @@ def accumulated_update(state: TrainState, batch, rng: jax.Array, loss_terms: Los
         grads, (loss_sum, count, sums) = grad_fn(state.params, micro, jax.random.fold_in(rng, index))
         return jax.tree.map(jnp.add, carry, (grads, loss_sum, count, sums)), None
 
-    micro = _split(batch, microbatches)
-    first = jax.tree.map(lambda x: x[0], micro)
-    shapes = jax.eval_shape(lambda: summed(state.params, first, rng)[1][2])
-    zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros(()), jnp.zeros(()),
-             jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-    (grads, loss_sum, count, sums), _ = jax.lax.scan(body, zeros,
-                                                     (micro, jnp.arange(microbatches)))
+    if microbatches == 1:  # one gradient: no accumulation loop, no zeroed accumulators
+        grads, (loss_sum, count, sums) = grad_fn(state.params, batch, jax.random.fold_in(rng, 0))
+    else:
+        micro = _split(batch, microbatches)
+        first = jax.tree.map(lambda x: x[0], micro)
+        shapes = jax.eval_shape(lambda: summed(state.params, first, rng)[1][2])
+        zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros(()), jnp.zeros(()),
+                 jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+        (grads, loss_sum, count, sums), _ = jax.lax.scan(body, zeros,
+                                                         (micro, jnp.arange(microbatches)))
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     new_state = state.apply_gradients(grads=grads)

@@ -19,7 +19,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from rlhf_jax.models import CausalLM, ScalarHeadModel
+from rlhf_jax.models import CausalLM, Decoder, ScalarHeadModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,24 +29,34 @@ class ActorCritic:
     critic: bool = True  # False: no value function at all
 
     def response_outputs(self, params, sequences: jax.Array, mask: jax.Array,
-                         prompt_length: int) -> tuple[jax.Array, jax.Array]:
-        """``(logits (B, N, V), values (B, N))`` predicting each of the N response tokens."""
+                         prompt_length: int, logits: bool = True) -> tuple:
+        """``(logits (B, N, V), values (B, N))`` predicting each of the N response tokens;
+        ``logits=False``: ``(None, values)``, without the policy's forward pass (with a shared
+        value head, without its LM head)."""
         span = (prompt_length - 1, sequences.shape[1] - 1)
         if not self.critic:
-            logits = self.policy.apply({"params": params["policy"]}, sequences,
-                                       attention_mask=mask, logit_range=span)
-            return logits, jnp.zeros(logits.shape[:2], jnp.float32)
+            if not logits:
+                return None, jnp.zeros((sequences.shape[0], span[1] - span[0]), jnp.float32)
+            out = self.policy.apply({"params": params["policy"]}, sequences,
+                                    attention_mask=mask, logit_range=span)
+            return out, jnp.zeros(out.shape[:2], jnp.float32)
         if self.value is None:
-            logits, hidden = self.policy.apply({"params": params["policy"]}, sequences,
-                                               attention_mask=mask, logit_range=span,
-                                               return_hidden=True)
+            if logits:
+                out, hidden = self.policy.apply({"params": params["policy"]}, sequences,
+                                                attention_mask=mask, logit_range=span,
+                                                return_hidden=True)
+            else:
+                out, hidden = None, Decoder(self.policy.config).apply(
+                    {"params": params["policy"]["trunk"]}, sequences, mask)[0][:, span[0]:span[1]]
             head = params["value"]
-            return logits, hidden @ head["kernel"].astype(jnp.float32) + head["bias"]
-        logits = self.policy.apply({"params": params["policy"]}, sequences, attention_mask=mask,
-                                   logit_range=span)
+            return out, hidden @ head["kernel"].astype(jnp.float32) + head["bias"]
+        out = None
+        if logits:
+            out = self.policy.apply({"params": params["policy"]}, sequences, attention_mask=mask,
+                                    logit_range=span)
         values = self.value.apply({"params": params["value"]}, sequences, attention_mask=mask,
                                   per_token=True)
-        return logits, values[:, span[0]:span[1]]
+        return out, values[:, span[0]:span[1]]
 
 
 def shared_value_head(d_model: int) -> dict:

@@ -8,6 +8,7 @@ from rlhf_jax.rl.advantages import ESTIMATORS, GROUPED
 from rlhf_jax.rl.kl import KLController
 
 AGGREGATIONS = ("token", "sequence")
+OLD_LOGPROBS = ("forward", "sampler")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,10 @@ class PPOConfig:
     minibatches: int = 1  # updates per pass (the paper: 8 of 64 episodes)
     microbatches: int = 1  # gradient accumulation inside one update
     ema_decay: float = 0.992  # EMA of the policy weights, for evaluation and export
+    # log π_old at scoring: "forward", a policy forward pass over the episodes (exact: the
+    # ratio is 1 at the first update), or "sampler", the sampler's own log-probs, which skips
+    # that pass (equal to float32 rounding; in bf16 compute the two passes round differently)
+    old_logprobs: str = "forward"
 
     @property
     def critic(self) -> bool:
@@ -51,5 +56,8 @@ class PPOConfig:
         if self.loss_aggregation not in AGGREGATIONS:
             raise ValueError(f"PPOConfig.loss_aggregation={self.loss_aggregation!r} must be one "
                              f"of {AGGREGATIONS}")
+        if self.old_logprobs not in OLD_LOGPROBS:
+            raise ValueError(f"PPOConfig.old_logprobs={self.old_logprobs!r} must be one of "
+                             f"{OLD_LOGPROBS}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"PPOConfig.ema_decay={self.ema_decay} must be in [0, 1)")

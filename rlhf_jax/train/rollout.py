@@ -3,7 +3,10 @@
 ``rollout`` makes two jitted calls: ``generate`` (the sampler) and
 ``score_samples``, one program that runs the policy and value forward passes
 (the training-time computation, so π/π_old is exactly 1 at the first update),
-the reference policy, the reward function, the KL-shaped rewards and GAE.
+the reference policy, the reward function, the KL-shaped rewards and GAE. With
+``PPOConfig.old_logprobs="sampler"`` log π_old is the sampler's own log-prob of each
+token (the same model at temperature 1, unfiltered) and the policy's forward pass is
+skipped; the exact KL and entropy metrics, which need its logits, are then not reported.
 The four models are separate parameter trees on one mesh; the reference and
 the reward model are only read.
 """
@@ -75,8 +78,10 @@ def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: 
     RM scores, log-probs, reference log-probs, values or advantages (over response tokens)."""
     p = samples.prompt_length
     mask = samples.response_mask.astype(jnp.float32)
-    logits, values = models.response_outputs(params, samples.sequences, samples.sequence_mask, p)
-    logprobs = token_logprobs(logits, samples.response)
+    forward = config.old_logprobs == "forward"
+    logits, values = models.response_outputs(params, samples.sequences, samples.sequence_mask, p,
+                                              logits=forward)
+    logprobs = token_logprobs(logits, samples.response) if forward else samples.raw_logprobs
     ref_logits = reference.apply({"params": ref_params}, samples.sequences,
                                  attention_mask=samples.sequence_mask,
                                  logit_range=(p - 1, samples.sequences.shape[1] - 1))
@@ -98,17 +103,19 @@ def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: 
         score=jnp.mean(raw_scores), final_score=jnp.mean(scores),
         kl=jnp.mean(jnp.sum(kl, axis=1)),  # per episode, k1: what the penalty and controller use
         kl_k3_per_token=masked_mean(kl_estimate(logprobs - ref_logprobs, "k3"), mask),
-        kl_exact_per_token=masked_mean(exact_kl(logits, ref_logits), mask),
-        entropy=masked_mean(entropy(logits), mask),
         response_length=jnp.mean(jnp.sum(mask, axis=1)), stopped=jnp.mean(stopped),
         value_mean=masked_mean(values, mask), return_mean=masked_mean(returns, mask),
         explained_variance=explained_variance(values, returns, mask),
         kl_coef=kl_coef,
-        # How far the sampler's log-probs are from the training forward pass (precision only).
-        sampler_logprob_gap=jnp.max(jnp.abs(samples.raw_logprobs - logprobs) * mask),
         episodes=jnp.float32(mask.shape[0]),
         **{f"nonfinite/{name}": nonfinite_rows(x, mask) for name, x in zip(NONFINITE, (
             raw_scores[:, None], logprobs, ref_logprobs, values, advantages))})
+    if forward:  # what needs the policy's logits
+        metrics.update(
+            kl_exact_per_token=masked_mean(exact_kl(logits, ref_logits), mask),
+            entropy=masked_mean(entropy(logits), mask),
+            # How far the sampler's log-probs are from the training forward pass (precision).
+            sampler_logprob_gap=jnp.max(jnp.abs(samples.raw_logprobs - logprobs) * mask))
     return experience, metrics
 
 

@@ -88,6 +88,35 @@ def test_ratio_is_one_at_the_first_minibatch(shared):
     assert float(metrics["sampler_logprob_gap"]) < 1e-5
 
 
+@pytest.mark.parametrize("value", ["model", "shared", "none"])
+def test_sampler_logprobs_skip_the_policy_pass_and_match_it(value):
+    """``old_logprobs="sampler"``: the same experience as the forward pass to float32 rounding
+    (the values too: with a shared head they come from the bare trunk), and no metric that
+    needs the policy's logits."""
+    advantage = "reinforce_pp" if value == "none" else "gae"
+    experiences = {}
+    for mode in ("forward", "sampler"):
+        ppo = PPOConfig(minibatches=1, advantage=advantage, old_logprobs=mode)
+        state, reference, rollout, _, _ = setup(ppo, shared=value == "shared")
+        params = state.train.params
+        if value == "shared":  # a random head, so that the values are not all 0
+            params = dict(params, value=dict(kernel=jax.random.normal(jax.random.key(3), (
+                CONFIG.d_model,)), bias=jnp.float32(0.5)))
+        ids, mask = prompts()
+        experiences[mode], metrics = rollout(params, reference, None, ids, mask,
+                                             jax.random.key(0), state.kl_coef)
+        assert ("entropy" in metrics) == (mode == "forward")
+    forward, sampler = experiences["forward"], experiences["sampler"]
+    np.testing.assert_array_equal(forward.response, sampler.response)
+    valid = np.asarray(forward.response_mask) > 0
+    assert valid.sum() > 100
+    for field in ("logprobs", "values", "rewards", "advantages", "returns"):
+        a, b = np.asarray(getattr(forward, field)), np.asarray(getattr(sampler, field))
+        np.testing.assert_allclose(b[valid], a[valid], atol=1e-5, err_msg=field)
+    if value != "none":
+        assert np.abs(np.asarray(sampler.values)[valid]).max() > 0.1
+
+
 def test_ppo_raises_a_known_reward_and_a_large_kl_coef_holds_it_back():
     free, reference, rollout, update, _ = setup(PPOConfig(minibatches=2, kl=KLController(0.05)))
     _, learned = run(free, reference, rollout, update, 30)
