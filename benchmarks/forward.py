@@ -23,17 +23,22 @@ from absl import app, flags
 from configs.models import get_config
 from rlhf_jax.models import CausalLM, ModelConfig
 
-flags.DEFINE_string("model", "tiny", "model preset in configs/models.py")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (params stay float32)")
-flags.DEFINE_integer("batch", 8, "sequences per forward pass")
-flags.DEFINE_integer("seq", 256, "tokens per sequence")
-flags.DEFINE_integer("iters", 10, "timed forward passes")
-flags.DEFINE_float("peak_tflops", 0.0, "device peak in TFLOP/s, to report MFU (0: not reported)")
 FLAGS = flags.FLAGS
 
 
-def measure(model_name: str, dtype: str, batch: int, seq: int, iters: int) -> dict:
-    config = ModelConfig.from_dict(get_config(f"{model_name},dtype={dtype}"))
+def define_flags() -> None:
+    """The flags of ``python -m benchmarks.forward``, defined only when it runs as the main
+    module, so that other benchmarks can import its functions."""
+    flags.DEFINE_string("model", "tiny", "model preset in configs/models.py")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (params stay float32)")
+    flags.DEFINE_integer("batch", 8, "sequences per forward pass")
+    flags.DEFINE_integer("seq", 256, "tokens per sequence")
+    flags.DEFINE_integer("iters", 10, "timed forward passes")
+    flags.DEFINE_float("peak_tflops", 0.0, "device peak in TFLOP/s, to report MFU (0: not reported)")
+
+
+def measure(config: ModelConfig, batch: int, seq: int, iters: int) -> dict:
+    """Median seconds of ``iters`` forward passes of ``batch`` × ``seq`` tokens, as rates."""
     model = CausalLM(config)
     ids = jax.random.randint(jax.random.key(1), (batch, seq), 0, config.vocab_size)
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), ids[:1, :8])["params"])
@@ -52,14 +57,15 @@ def measure(model_name: str, dtype: str, batch: int, seq: int, iters: int) -> di
     step = statistics.median(times)
     tokens = batch * seq
     flops = config.flops_per_token(seq) * tokens
-    return dict(model=model_name, dtype=dtype, batch=batch, seq=seq, params=config.num_params(),
+    return dict(dtype=config.dtype, batch=batch, seq=seq, params=config.num_params(),
                 median_s=step, tokens_per_s=tokens / step, gflops_per_s=flops / step / 1e9,
                 compile_s=compile_s, device=jax.devices()[0].device_kind,
                 backend=jax.default_backend(), host=platform.node(), jax=jax.__version__)
 
 
 def main(_):
-    result = measure(FLAGS.model, FLAGS.dtype, FLAGS.batch, FLAGS.seq, FLAGS.iters)
+    config = ModelConfig.from_dict(get_config(f"{FLAGS.model},dtype={FLAGS.dtype}"))
+    result = dict(model=FLAGS.model, **measure(config, FLAGS.batch, FLAGS.seq, FLAGS.iters))
     if FLAGS.peak_tflops:
         result["mfu"] = result["gflops_per_s"] / (FLAGS.peak_tflops * 1e3)
     print(f"{result['model']} {result['dtype']} batch {result['batch']}x{result['seq']}: "
@@ -69,4 +75,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -33,15 +33,20 @@ from rlhf_jax.checkpoints import export_hf, load_pretrained, smollm2_path
 from rlhf_jax.models import CausalLM, ModelConfig
 from rlhf_jax.sampling import SamplingConfig, generate
 
-flags.DEFINE_string("model", "tiny", "model preset; smollm2-135m loads the real GGUF")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed"], "see the module docstring")
-flags.DEFINE_integer("batch", 8, "prompts per call")
-flags.DEFINE_integer("prompt", 64, "prompt tokens")
-flags.DEFINE_integer("new", 128, "new tokens per prompt")
-flags.DEFINE_integer("iters", 3, "timed calls per side")
-flags.DEFINE_integer("threads", 2, "torch threads")
-flags.DEFINE_bool("peer", True, "also time transformers")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The flags of ``python -m benchmarks.generate``, defined only when it runs as the main
+    module, so that other benchmarks can import its functions."""
+    flags.DEFINE_string("model", "tiny", "model preset; smollm2-135m loads the real GGUF")
+    flags.DEFINE_enum("precision", "float32", ["float32", "mixed"], "see the module docstring")
+    flags.DEFINE_integer("batch", 8, "prompts per call")
+    flags.DEFINE_integer("prompt", 64, "prompt tokens")
+    flags.DEFINE_integer("new", 128, "new tokens per prompt")
+    flags.DEFINE_integer("iters", 3, "timed calls per side")
+    flags.DEFINE_integer("threads", 2, "torch threads")
+    flags.DEFINE_bool("peer", True, "also time transformers")
 
 
 def our_model(name: str, dtype: str):
@@ -65,8 +70,9 @@ def time_calls(fn, iters: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
-def ours(config, params, ids, iters: int) -> dict:
-    sampling = SamplingConfig(max_new_tokens=FLAGS.new, min_new_tokens=FLAGS.new,
+def ours(config, params, ids, iters: int, new: int) -> dict:
+    """Our ``generate``: seconds per call and new tokens/s over ``iters`` calls after the first."""
+    sampling = SamplingConfig(max_new_tokens=new, min_new_tokens=new,
                               prompt_buckets=(ids.shape[1],))
     mask = np.ones_like(ids)
     keys = iter(jax.random.split(jax.random.key(0), iters + 1))
@@ -74,10 +80,10 @@ def ours(config, params, ids, iters: int) -> dict:
     def call():
         s = generate(config, params, ids, mask, next(keys), sampling)
         s.response.block_until_ready()
-        assert int(s.response_mask.sum()) == ids.size // ids.shape[1] * FLAGS.new
+        assert int(s.response_mask.sum()) == ids.shape[0] * new
 
     first, step = time_calls(call, iters)
-    return dict(seconds=step, new_tokens_per_s=ids.shape[0] * FLAGS.new / step,
+    return dict(seconds=step, new_tokens_per_s=ids.shape[0] * new / step,
                 compile_s=first - step)
 
 
@@ -111,8 +117,8 @@ def main(_):
     config, params = our_model(FLAGS.model, dtype)
     ids = np.random.RandomState(0).randint(1, config.vocab_size, (FLAGS.batch, FLAGS.prompt))
     result = dict(model=FLAGS.model, precision=FLAGS.precision, batch=FLAGS.batch,
-                  prompt=FLAGS.prompt, new_tokens=FLAGS.new, ours=ours(config, params, ids,
-                                                                         FLAGS.iters))
+                  prompt=FLAGS.prompt, new_tokens=FLAGS.new,
+                  ours=ours(config, params, ids, FLAGS.iters, FLAGS.new))
     if FLAGS.peer:
         result["transformers"] = transformers_side(config, params, ids, FLAGS.iters)
         result["speedup"] = result["ours"]["new_tokens_per_s"] / result["transformers"][
@@ -125,4 +131,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -32,6 +32,8 @@ def define_flags() -> None:
     this module for ``gflops``)."""
     flags.DEFINE_bool("torch", False, "also time torch.matmul (float32 and bf16 autocast)")
     flags.DEFINE_integer("threads", 2, "torch threads")
+    flags.DEFINE_list("shapes", ["x".join(map(str, s)) for s in SHAPES], "m x k x n to time")
+    flags.DEFINE_integer("iters", 10, "timed matmuls per shape")
 
 
 def gflops(dtype, m: int, k: int, n: int, iters: int = 10) -> float:
@@ -74,8 +76,9 @@ def torch_gflops(autocast: bool, m: int, k: int, n: int) -> float:
 
 def main(_):
     result = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+    shapes = [tuple(int(d) for d in s.split("x")) for s in FLAGS.shapes]
     for name, dtype in (("float32", jnp.float32), ("bfloat16_f32acc", jnp.bfloat16)):
-        per_shape = {"x".join(map(str, s)): gflops(dtype, *s) for s in SHAPES}
+        per_shape = {"x".join(map(str, s)): gflops(dtype, *s, iters=FLAGS.iters) for s in shapes}
         for shape, value in per_shape.items():
             print(f"{name:16s} {shape:16s} {value:8.1f} GFLOP/s")
         result[f"{name}_peak_gflops"] = max(per_shape.values())
@@ -87,7 +90,7 @@ def main(_):
         torch.set_num_threads(FLAGS.threads)
         result["torch"] = torch.__version__
         for name, autocast in (("float32", False), ("autocast_bf16", True)):
-            per_shape = {"x".join(map(str, s)): torch_gflops(autocast, *s) for s in SHAPES[:3]}
+            per_shape = {"x".join(map(str, s)): torch_gflops(autocast, *s) for s in shapes[:3]}
             for shape, value in per_shape.items():
                 print(f"torch {name:13s} {shape:16s} {value:8.1f} GFLOP/s")
             result[f"torch_{name}_peak_gflops"] = max(per_shape.values())

@@ -47,16 +47,21 @@ import time
 
 from absl import app, flags
 
-flags.DEFINE_list("cases", ["ppo_full", "ppo_lora", "ppo_lora_equal", "sft_small_full",
-                            "sft_small_lora", "sft_smollm2-135m_full", "sft_smollm2-135m_lora"],
-                  "cases to run, each in its own process")
-flags.DEFINE_integer("iterations", 4, "PPO iterations per case (the first compiles)")
-flags.DEFINE_integer("sft_steps", 6, "SFT steps per case (two untimed)")
-flags.DEFINE_integer("microbatches", 1, "gradient accumulation in each PPO minibatch update")
-flags.DEFINE_string("peer_python", "", "interpreter with trl and peft: also run TRL RLOO + LoRA")
-flags.DEFINE_string("child", "", "internal: run one case in this process")
-flags.DEFINE_string("workdir", "", "internal: the shared setup directory")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The flags of ``python -m benchmarks.memory``, defined only when it runs as the main
+    module, so that other benchmarks can import its functions."""
+    flags.DEFINE_list("cases", ["ppo_full", "ppo_lora", "ppo_lora_equal", "sft_small_full",
+                                "sft_small_lora", "sft_smollm2-135m_full", "sft_smollm2-135m_lora"],
+                      "cases to run, each in its own process")
+    flags.DEFINE_integer("iterations", 4, "PPO iterations per case (the first compiles)")
+    flags.DEFINE_integer("sft_steps", 6, "SFT steps per case (two untimed)")
+    flags.DEFINE_integer("microbatches", 1, "gradient accumulation in each PPO minibatch update")
+    flags.DEFINE_string("peer_python", "", "interpreter with trl and peft: also run TRL RLOO + LoRA")
+    flags.DEFINE_string("child", "", "internal: run one case in this process")
+    flags.DEFINE_string("workdir", "", "internal: the shared setup directory")
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ppo_peer.py")
 RANK = 8
 
@@ -224,4 +229,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

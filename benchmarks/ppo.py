@@ -2,6 +2,7 @@
 
     python -m benchmarks.ppo --models=tiny,small --dtypes=float32,bfloat16
     python -m benchmarks.ppo --peer_ppo_python=/work/venvs/trl_ppo/bin/python   # + TRL's PPO
+    python -m benchmarks.ppo --models=small --dtypes=float32 --peers=ppo,tunix
 
 One iteration: 16 prompts of exactly 64 random tokens, 64 new tokens sampled at temperature 1
 with no stop token (every response is 64 tokens), scoring (policy, value, reference and reward
@@ -16,6 +17,12 @@ a subprocess on the same HF export of the weights, with ``--threads`` torch thre
 * RLOO (TRL 1.16's ``RLOOTrainer``): 2 generations per prompt, so 32 episodes per iteration;
   our side is timed on the same 32 episodes (each prompt twice) for this pair.
 * PPO (``PPOTrainer`` of an older TRL in its own virtualenv, see ``ppo_peer.py``): 16 episodes.
+* Tunix (Google's JAX library: its PPO learner with a separate critic and reward model, in
+  its own virtualenv, ``benchmarks/tunix_peer.py --stage=ppo``): 16 episodes, float32 only.
+
+``--old_logprobs``: ``PPOConfig.old_logprobs``; ``auto`` takes the sampler's log-probs in
+float32 (equal to the forward pass's within 1e-5, and what TRL's PPOTrainer does: its old
+log-probs come from ``generate``'s scores) and runs the exact forward pass in bfloat16.
 
 ``--value=reward`` (the default, the paper's) trains a separate value model; RLOO has none, so
 ``--value=shared`` (a value head on the policy trunk) times ours with RLOO's amount of work.
@@ -27,6 +34,7 @@ last line printed is one JSON object with every figure.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -42,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import train_steps
 from configs.models import get_config
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
@@ -53,26 +62,38 @@ from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update
 from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout, reward_model_fn
 
-flags.DEFINE_list("models", ["tiny", "small"], "model presets in configs/models.py")
-flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes (see the module docstring)")
-flags.DEFINE_integer("prompts", 16, "prompts per iteration")
-flags.DEFINE_integer("prompt_len", 64, "tokens per prompt")
-flags.DEFINE_integer("new_tokens", 64, "tokens per response")
-flags.DEFINE_integer("iterations", 3, "timed iterations per side")
-flags.DEFINE_integer("warmup", 1, "untimed iterations after compilation")
-flags.DEFINE_integer("threads", 2, "torch threads")
-flags.DEFINE_list("peers", ["rloo", "ppo"], "TRL trainers to run beside ours")
-flags.DEFINE_enum("value", "reward", ["reward", "shared"],
-                  "our value function: a separate model (the paper) or a head on the policy trunk")
-flags.DEFINE_bool("skip_trl", False, "time our side only")
-flags.DEFINE_string("peer_ppo_python", "/work/venvs/trl_ppo/bin/python",
-                    "interpreter of the virtualenv with the older TRL that has PPOTrainer")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The flags of ``python -m benchmarks.ppo``, defined only when it runs as the main
+    module, so that other benchmarks can import its functions."""
+    flags.DEFINE_list("models", ["tiny", "small"], "model presets in configs/models.py")
+    flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes (see the module docstring)")
+    flags.DEFINE_integer("prompts", 16, "prompts per iteration")
+    flags.DEFINE_integer("prompt_len", 64, "tokens per prompt")
+    flags.DEFINE_integer("new_tokens", 64, "tokens per response")
+    flags.DEFINE_integer("iterations", 3, "timed iterations per side")
+    flags.DEFINE_integer("warmup", 1, "untimed iterations after compilation")
+    flags.DEFINE_integer("threads", 2, "torch threads")
+    flags.DEFINE_list("peers", ["rloo", "ppo", "tunix"],
+                      "beside ours: TRL's RLOOTrainer, TRL 1.12's PPOTrainer, Tunix's PPO learner")
+    flags.DEFINE_string("tunix_python", "/work/venvs/tunix/bin/python",
+                        "interpreter of the virtualenv with google-tunix (benchmarks/tunix_peer.py)")
+    flags.DEFINE_enum("value", "reward", ["reward", "shared"],
+                      "our value function: a separate model (the paper) or a head on the policy trunk")
+    flags.DEFINE_enum("old_logprobs", "auto", ["auto", "forward", "sampler"],
+                      "PPOConfig.old_logprobs; auto: the sampler's in float32 (equal to rounding), "
+                      "a forward pass in bfloat16")
+    flags.DEFINE_bool("skip_peers", False, "time our side only (no TRL, no Tunix)")
+    flags.DEFINE_string("peer_ppo_python", "/work/venvs/trl_ppo/bin/python",
+                        "interpreter of the virtualenv with the older TRL that has PPOTrainer")
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ppo_peer.py")
 
 
-def models(preset: str, dtype: str):
-    config = ModelConfig.from_dict(dict(get_config(preset), dtype=dtype))
+def models_of(config: ModelConfig):
+    """``(config, policy, reward)``: random policy params, and a reward model on the same trunk
+    with a new scalar head."""
     x = np.zeros((1, 8), np.int32)
     policy = nn.meta.unbox(CausalLM(config).init(jax.random.key(0), x)["params"])
     reward = nn.meta.unbox(ScalarHeadModel(config).init(jax.random.key(1), x)["params"])
@@ -80,13 +101,28 @@ def models(preset: str, dtype: str):
     return config, policy, reward
 
 
-def time_ours(config, policy, reward, generations: int) -> dict:
-    """Median seconds of our iteration on ``FLAGS.prompts × generations`` episodes."""
-    settings = PPOConfig(minibatches=1, epochs=1)
-    shared = FLAGS.value == "shared"
+@dataclasses.dataclass(frozen=True)
+class Iteration:
+    """The work of one timed iteration: prompts × generations episodes of prompt_len +
+    new_tokens tokens; ``value``: "reward" (a separate value model) or "shared" (a head on the
+    policy trunk); ``old_logprobs``: ``PPOConfig.old_logprobs``."""
+
+    prompts: int = 16
+    prompt_len: int = 64
+    new_tokens: int = 64
+    generations: int = 1
+    value: str = "reward"
+    old_logprobs: str = "forward"
+
+
+def time_ours(config, policy, reward, work: Iteration, iterations: int, warmup: int) -> dict:
+    """Median seconds of our iteration over ``iterations`` after the first (compiling) one and
+    ``warmup`` more, split into generation, scoring and training."""
+    settings = PPOConfig(minibatches=1, epochs=1, old_logprobs=work.old_logprobs)
+    shared = work.value == "shared"
     actor_critic = ActorCritic(CausalLM(config), None if shared else ScalarHeadModel(config))
-    sampling = SamplingConfig(max_new_tokens=FLAGS.new_tokens, pad_token=0,
-                              prompt_buckets=(FLAGS.prompt_len,))
+    sampling = SamplingConfig(max_new_tokens=work.new_tokens, pad_token=0,
+                              prompt_buckets=(work.prompt_len,))
     rollout = Rollout(actor_critic, CausalLM(config), reward_model_fn(ScalarHeadModel(config)),
                       settings, sampling)
     optimizer = OptimizerConfig(1e-6, 10_000, final_fraction=1.0)
@@ -97,11 +133,11 @@ def time_ours(config, policy, reward, generations: int) -> dict:
     reference = jax.tree.map(jnp.copy, policy)
     update = jax.jit(functools.partial(ppo_update, models=actor_critic, config=settings),
                      donate_argnums=0)
-    ids = np.random.RandomState(0).randint(0, 256, (FLAGS.prompts, FLAGS.prompt_len))
-    ids = np.repeat(ids, generations, axis=0).astype(np.int32)
+    ids = np.random.RandomState(0).randint(0, 256, (work.prompts, work.prompt_len))
+    ids = np.repeat(ids, work.generations, axis=0).astype(np.int32)
     mask = np.ones_like(ids)
     rows = []
-    for i in range(1 + FLAGS.warmup + FLAGS.iterations):
+    for i in range(1 + warmup + iterations):
         began = time.perf_counter()
         experience, metrics = rollout(state.train.params, reference, reward, ids, mask,
                                       jax.random.key(i), state.kl_coef)
@@ -111,11 +147,22 @@ def time_ours(config, policy, reward, generations: int) -> dict:
         rows.append(dict(generate_s=metrics["generate_s"], score_s=metrics["score_s"],
                          train_s=time.perf_counter() - trained,
                          iteration_s=time.perf_counter() - began))
-    timed = rows[1 + FLAGS.warmup:]
+    timed = rows[1 + warmup:]
     out = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
     out["first_iteration_s"] = rows[0]["iteration_s"]  # compilation included
     out["episodes"] = len(ids)
     return out
+
+
+def time_tunix(config: ModelConfig) -> dict:
+    """Tunix's PPO learner on the same work (``benchmarks/tunix_peer.py --stage=ppo``), with
+    TRL's keys for its figures."""
+    r = train_steps.run_tunix(FLAGS.tunix_python, config, "ppo", prompts=FLAGS.prompts,
+                              prompt_len=FLAGS.prompt_len, new_tokens=FLAGS.new_tokens,
+                              steps=FLAGS.iterations, warmup=FLAGS.warmup)
+    if "step_s" in r:
+        r["seconds_per_iteration"] = r["step_s"]
+    return r
 
 
 def time_peer(trainer: str, directory: str, dtype: str) -> dict:
@@ -138,23 +185,34 @@ def main(argv):
     results = []
     for preset in FLAGS.models:
         for dtype in FLAGS.dtypes:
-            config, policy, reward = models(preset, dtype)
+            config, policy, reward = models_of(
+                ModelConfig.from_dict(dict(get_config(preset), dtype=dtype)))
             row = dict(model=preset, dtype=dtype)
             with tempfile.TemporaryDirectory() as directory:
                 export_hf(config.replace(dtype="float32"), policy, directory, byte_tokenizer())
+                old_logprobs = FLAGS.old_logprobs
+                if old_logprobs == "auto":
+                    old_logprobs = "sampler" if dtype == "float32" else "forward"
                 for peer in FLAGS.peers:
-                    generations = 2 if peer == "rloo" else 1
-                    ours = time_ours(config, policy, reward, generations)
-                    theirs = {} if FLAGS.skip_trl else time_peer(peer, directory, dtype)
-                    row[peer] = dict(ours=ours, trl=theirs)
+                    work = Iteration(FLAGS.prompts, FLAGS.prompt_len, FLAGS.new_tokens,
+                                     2 if peer == "rloo" else 1, FLAGS.value, old_logprobs)
+                    ours = time_ours(config, policy, reward, work, FLAGS.iterations, FLAGS.warmup)
+                    if FLAGS.skip_peers or (peer == "tunix" and dtype != "float32"):
+                        theirs = {}
+                    elif peer == "tunix":
+                        theirs = time_tunix(config)
+                    else:
+                        theirs = time_peer(peer, directory, dtype)
+                    row[peer] = dict(ours=ours, theirs=theirs)
                     if "seconds_per_iteration" in theirs:
                         row[peer]["speedup"] = theirs["seconds_per_iteration"] / ours["iteration_s"]
                     print(json.dumps(dict(model=preset, dtype=dtype, peer=peer, value=FLAGS.value,
-                                          **row[peer])),
+                                          old_logprobs=old_logprobs, **row[peer])),
                           flush=True)
             results.append(row)
     print(json.dumps(results))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

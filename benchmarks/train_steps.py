@@ -1,28 +1,38 @@
-"""Train-step throughput: our jitted SFT and reward steps against TRL's SFT and Reward trainers.
+"""Train-step throughput: our jitted SFT, RM and DPO steps beside TRL's and Tunix's.
 
-    python -m benchmarks.train_steps --models=tiny,small --dtypes=float32,bfloat16 --steps=10
+    python -m benchmarks.train_steps --models=tiny,small --dtypes=float32 --steps=10
+    python -m benchmarks.train_steps --peers=tunix --stages=sft,dpo    # Tunix only
 
-Same model shapes (the preset exported to a ``transformers.LlamaConfig`` by ``config_to_hf``),
-random weights, one batch of 8 × 256 tokens repeated every step, AdamW (constant lr 1e-4,
-β 0.9/0.95, no weight decay), global-norm clipping at 1.0, no gradient checkpointing, no
-dropout; torch on ``--threads`` threads, XLA on all cores of this (2-core) machine. One step
-is forward, backward, clipping and the update:
+Same model shapes (the preset exported to a ``transformers.LlamaConfig`` by ``config_to_hf``
+for TRL, its fields given to Tunix's ``Llama3``), random weights, one batch of 8 × 256 tokens
+repeated every step, AdamW (constant lr 1e-4, β 0.9/0.95, no weight decay), global-norm
+clipping at 1.0, no gradient checkpointing, no dropout; torch on ``--threads`` threads, XLA on
+all cores of this (2-core) machine. One step is forward, backward, clipping and the update:
 
 * SFT: 8 rows of 256 tokens, each one example (64 prompt + 192 response tokens, loss on
   the response). tokens/s counts all 8 × 256 tokens.
 * RM: 8 comparisons, each a prompt with a chosen and a rejected response of 256 tokens in all
   (our K = 2 batch, TRL's chosen/rejected pair): 16 sequences scored, one pairwise
   −log σ(r_w − r_l) loss per comparison. comparisons/s = 8 / step time.
+* DPO: the same 8 pairs through the policy (β 0.1, loss on the 192 response tokens), the
+  reference log-probs computed once beforehand, as ``run_dpo`` does (Tunix's DPO trainer
+  computes them at every step; its figure here is its jitted train step alone, the
+  reference pass's time is reported beside it, see ``benchmarks/tunix_peer.py``).
 
-``float32``: both sides in float32. ``bfloat16``: each side's best mixed precision on CPU,
+Peers: TRL's ``SFTTrainer`` / ``RewardTrainer`` (``pip install -e ".[bench]"``) and Tunix's
+``PeftTrainer`` / ``DPOTrainer``, run by ``benchmarks/tunix_peer.py`` in its own virtualenv
+(``--tunix_python``; float32 only: Tunix's Llama computes in its parameters' dtype).
+``float32``: every side in float32. ``bfloat16``: each side's best mixed precision on CPU,
 bf16 compute with float32 accumulation and float32 master weights for us, ``bf16=True``
 (``torch.autocast`` bfloat16) for TRL. Our step time is the median after compilation
 (``block_until_ready``); TRL's is the median of ``on_step_begin`` → ``on_step_end`` (data
-loading and logging fall outside), both after ``--warmup`` steps. GFLOP/s counts the same
-model FLOPs on both sides: 3 × forward (backward ≈ 2 × forward), forward per token from
-``ModelConfig.flops_per_token`` (the reward model swaps the LM head for its scalar head),
-and is compared with the bf16 matmul peak of ``benchmarks.matmul`` (``--peak_gflops``, or
-measured here when 0). The last line printed is one JSON object with every figure.
+loading and logging fall outside), Tunix's the median of its jitted step, all after
+``--warmup`` steps. GFLOP/s counts the same model FLOPs on every side: 3 × forward (backward
+≈ 2 × forward), forward per token from ``ModelConfig.flops_per_token`` (the reward model swaps
+the LM head for its scalar head), compared with the matmul peak of the step's dtype from
+``benchmarks.matmul`` (``--peak_gflops``, or measured here when 0). The last line printed is
+one JSON object with every figure; ``ours_over_peer`` holds the ratios (peer's step time over
+ours: above 1, we are faster).
 
 TRL's SFT step does some work beyond that: its chunked LM head also computes the entropy and
 top-1 accuracy over the vocabulary (for its logs) and recomputes the logits in the backward.
@@ -32,7 +42,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
+import subprocess
 import tempfile
 import time
 
@@ -48,54 +60,76 @@ from configs.models import get_config
 from rlhf_jax.checkpoints.llama import config_to_hf
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
 from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
+from rlhf_jax.train.dpo import DPOConfig, dpo_step, response_logprobs
 from rlhf_jax.train.optim import OptimizerConfig, make_optimizer
 from rlhf_jax.train.reward import reward_step
 from rlhf_jax.train.sft import sft_step
 
-flags.DEFINE_list("models", ["tiny", "small"], "model presets in configs/models.py")
-flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes (see the module docstring)")
-flags.DEFINE_integer("batch", 8, "SFT rows / RM comparisons per step")
-flags.DEFINE_integer("seq", 256, "tokens per sequence")
-flags.DEFINE_integer("prompt", 64, "prompt tokens of an SFT row (no loss on them)")
-flags.DEFINE_integer("steps", 10, "timed steps per side")
-flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
-flags.DEFINE_integer("threads", 2, "torch threads")
-flags.DEFINE_float("peak_gflops", 0.0, "bf16 matmul peak from benchmarks.matmul (0: measure it)")
-flags.DEFINE_bool("skip_trl", False, "time our steps only")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The flags of ``python -m benchmarks.train_steps``, defined only when it runs as the main
+    module, so that other benchmarks can import its functions."""
+    flags.DEFINE_list("models", ["tiny", "small"], "model presets in configs/models.py")
+    flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes (see the module docstring)")
+    flags.DEFINE_integer("batch", 8, "SFT rows / RM comparisons per step")
+    flags.DEFINE_integer("seq", 256, "tokens per sequence")
+    flags.DEFINE_integer("prompt", 64, "prompt tokens of an SFT row (no loss on them)")
+    flags.DEFINE_integer("steps", 10, "timed steps per side")
+    flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
+    flags.DEFINE_integer("threads", 2, "torch threads")
+    flags.DEFINE_float("peak_gflops", 0.0,
+                       "matmul peak of the dtypes (0: measure each with benchmarks.matmul)")
+    flags.DEFINE_list("stages", ["sft", "rm", "dpo"], "steps to time")
+    flags.DEFINE_list("peers", ["trl", "tunix"], "peers to run beside ours (TRL: SFT and RM; "
+                      "Tunix: SFT and DPO, float32)")
+    flags.DEFINE_string("tunix_python", "/work/venvs/tunix/bin/python",
+                        "interpreter of the virtualenv with google-tunix (benchmarks/tunix_peer.py)")
+    flags.DEFINE_bool("skip_peers", False, "time our steps only (no TRL, no Tunix)")
 LR = 1e-4
+TUNIX_PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tunix_peer.py")
+TUNIX_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                "mlp_dim", "rope_base", "norm_eps", "tie_embeddings")
+STEPS = dict(sft=sft_step, rm=reward_step, dpo=functools.partial(dpo_step, config=DPOConfig()))
 
 
-def batches() -> dict:
-    """Random token ids below 256, so the byte tokenizer's pad id (256) never occurs."""
-    rng, b, t = np.random.RandomState(0), FLAGS.batch, FLAGS.seq
+def batches(b: int, t: int, prompt: int) -> dict:
+    """SFT rows and RM comparisons of ``t`` tokens (SFT loss after ``prompt``); random token
+    ids below 256, so the byte tokenizer's pad id (256) never occurs."""
+    rng = np.random.RandomState(0)
     sft = dict(tokens=rng.randint(0, 256, (b, t)), segment_ids=np.ones((b, t)),
-               loss_mask=np.broadcast_to(np.arange(t) >= FLAGS.prompt, (b, t)))
+               loss_mask=np.broadcast_to(np.arange(t) >= prompt, (b, t)))
     rm = dict(tokens=rng.randint(0, 256, (b, 2, t)), mask=np.ones((b, 2, t)),
               rank=np.tile([0, 1], (b, 1)), valid=np.ones((b, 2)))
-    return dict(sft={k: v.astype(np.int32) for k, v in sft.items()},
-                rm=dict({k: v.astype(np.int32) for k, v in rm.items()}, valid=rm["valid"] > 0))
+    rm = dict({k: v.astype(np.int32) for k, v in rm.items()}, valid=rm["valid"] > 0)
+    response = np.broadcast_to(np.arange(t) >= prompt, (b, 2, t)).astype(np.int32)
+    return dict(sft={k: v.astype(np.int32) for k, v in sft.items()}, rm=rm,
+                dpo=dict(rm, response_mask=response, ref_logprobs=np.zeros((b, 2), np.float32)))
 
 
-def step_gflop(config: ModelConfig, stage: str) -> float:
-    forward = config.flops_per_token(FLAGS.seq)
+def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int) -> float:
+    """Model GFLOP of one step: 3 × forward (backward ≈ 2 × forward)."""
+    forward = config.flops_per_token(seq)
     if stage == "rm":  # the scalar head (d_model → 1) instead of the LM head
         forward -= 2.0 * config.d_model * (config.vocab_size - 1)
-    sequences = FLAGS.batch * (2 if stage == "rm" else 1)
-    return 3 * forward * sequences * FLAGS.seq / 1e9
+    sequences = batch * (1 if stage == "sft" else 2)
+    return 3 * forward * sequences * seq / 1e9
 
 
 def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int) -> dict:
     """Our jitted step's median seconds over ``steps`` after ``warmup`` (and compilation)."""
-    model = CausalLM(config) if stage == "sft" else ScalarHeadModel(config)
+    model = ScalarHeadModel(config) if stage == "rm" else CausalLM(config)
     example = batch["tokens"][:1] if stage == "sft" else batch["tokens"][:1, 0]
     tx = make_optimizer(OptimizerConfig(learning_rate=LR, total_steps=10_000,
                                         final_fraction=1.0))  # constant, as TRL's below
     state = jax.jit(lambda r: nn.meta.unbox(TrainState.create(
         apply_fn=model.apply, params=model.init(r, example)["params"], tx=tx)))(jax.random.key(0))
-    step = jax.jit(functools.partial(sft_step if stage == "sft" else reward_step, model=model),
-                   donate_argnums=0)
+    step = jax.jit(functools.partial(STEPS[stage], model=model), donate_argnums=0)
     batch = jax.device_put(batch)
+    if stage == "dpo":  # the reference log-probs, once, as run_dpo computes them before training
+        batch["ref_logprobs"] = jax.jit(functools.partial(response_logprobs, model))(
+            state.params, batch["tokens"], batch["mask"], batch["response_mask"])
     keys = jax.random.split(jax.random.key(1), warmup + steps)
     start = time.perf_counter()
     compiled = step.lower(state, batch, keys[0]).compile()
@@ -160,49 +194,86 @@ def trl_side(config: ModelConfig, stage: str, batch: dict, bf16: bool) -> dict:
 
 
 def report(r: dict, config: ModelConfig, peak: float) -> None:
-    """Adds throughput figures to a side's result ``r`` and prints its table line."""
+    """Adds throughput figures to a side's result ``r`` and prints its table line; ``peak``:
+    the matmul peak of the step's dtype."""
     sft = r["stage"] == "sft"
     unit = "tokens/s" if sft else "comparisons/s"
     rate = FLAGS.batch * (FLAGS.seq if sft else 1) / r["step_s"]
     r.update({"tokens_per_s" if sft else "comparisons_per_s": rate, "params": config.num_params(),
-              "gflops_per_s": step_gflop(config, r["stage"]) / r["step_s"]})
-    r["share_of_bf16_peak"] = r["gflops_per_s"] / peak
+              "gflops_per_s": step_gflop(config, r["stage"], FLAGS.batch, FLAGS.seq) / r["step_s"]})
+    r["share_of_peak"] = r["gflops_per_s"] / peak
     assert np.isfinite([r["first_loss"], r["last_loss"]]).all(), r
-    print(f"{r['model']:6s} {r['dtype']:8s} {r['stage']:3s} {r['side']:4s} {rate:9.1f} {unit:13s} "
-          f"{r['gflops_per_s']:6.1f} GFLOP/s ({r['share_of_bf16_peak']:4.0%} of {peak:.0f}), "
+    print(f"{r['model']:6s} {r['dtype']:8s} {r['stage']:3s} {r['side']:5s} {rate:9.1f} {unit:13s} "
+          f"{r['gflops_per_s']:6.1f} GFLOP/s ({r['share_of_peak']:4.0%} of {peak:.0f}), "
           f"step {1e3 * r['step_s']:7.1f} ms, loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}")
 
 
+PEER_STAGES = dict(trl=("sft", "rm"), tunix=("sft", "dpo"))  # what each peer's runner times
+
+
+def run_tunix(python: str, config: ModelConfig, stage: str, **shape) -> dict:
+    """``benchmarks/tunix_peer.py --stage=STAGE`` in the interpreter ``python`` (Tunix's
+    virtualenv) on ``config``'s shape; its JSON line, or ``{'error': …}``."""
+    if not os.path.exists(python):
+        return dict(error=f"{python} not found (see benchmarks/tunix_peer.py for its setup)")
+    model = json.dumps({k: getattr(config, k) for k in TUNIX_FIELDS})
+    command = [python, TUNIX_PEER, f"--stage={stage}", f"--model_json={model}",
+               f"--dtype={config.dtype}", *(f"--{k}={v}" for k, v in shape.items())]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        return dict(error=done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def tunix_side(config: ModelConfig, stage: str) -> dict:
+    """Tunix's step on the same shapes as ours."""
+    r = run_tunix(FLAGS.tunix_python, config, stage, batch=FLAGS.batch, seq=FLAGS.seq,
+                  prompt=FLAGS.prompt, steps=FLAGS.steps, warmup=FLAGS.warmup)
+    if stage == "dpo" and "error" not in r:  # Tunix recomputes the reference log-probs at every step; we do not
+        r["step_with_reference_s"], r["step_s"] = r["step_s"], r["train_step_s"]
+    return r
+
+
 def main(_):
-    peak = FLAGS.peak_gflops or max(matmul.gflops(jnp.bfloat16, *s) for s in matmul.SHAPES)
+    peaks = {dtype: FLAGS.peak_gflops or max(matmul.gflops(jnp.dtype(dtype), *s)
+                                             for s in matmul.SHAPES) for dtype in FLAGS.dtypes}
+    peers = [] if FLAGS.skip_peers else FLAGS.peers
     rows, ratios = [], {}
     for name in FLAGS.models:
         for dtype in FLAGS.dtypes:
             config = ModelConfig.from_dict(get_config(f"{name},dtype={dtype}"))
-            for stage, batch in batches().items():
+            for stage, batch in batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt).items():
+                if stage not in FLAGS.stages:
+                    continue
                 sides = {"ours": ours(config, stage, batch, FLAGS.steps, FLAGS.warmup)}
-                if not FLAGS.skip_trl:
+                if "trl" in peers and stage in PEER_STAGES["trl"]:
                     sides["trl"] = trl_side(config, stage, batch, dtype == "bfloat16")
+                if "tunix" in peers and stage in PEER_STAGES["tunix"] and dtype == "float32":
+                    sides["tunix"] = tunix_side(config, stage)
                 for side, r in sides.items():
                     r.update(model=name, dtype=dtype, stage=stage, side=side)
-                    report(r, config, peak)
+                    if "error" in r:
+                        print(f"{name} {dtype} {stage} {side}: {r['error']}")
+                        continue
+                    report(r, config, peaks[dtype])
                     rows.append(r)
-                if "trl" in sides:
-                    key = f"{name}/{dtype}/{stage}"
-                    ratios[key] = sides["trl"]["step_s"] / sides["ours"]["step_s"]
-                    print(f"{name:6s} {dtype:8s} {stage:3s} ours/TRL {ratios[key]:.2f}x")
+                for peer in (p for p in sides if p != "ours" and "error" not in sides[p]):
+                    key = f"{name}/{dtype}/{stage}/{peer}"
+                    ratios[key] = sides[peer]["step_s"] / sides["ours"]["step_s"]
+                    print(f"{name:6s} {dtype:8s} {stage:3s} ours/{peer} {ratios[key]:.2f}x")
     versions = dict(jax=jax.__version__)
-    if not FLAGS.skip_trl:
+    if "trl" in peers:
         import torch
         import transformers
         import trl
         versions.update(torch=torch.__version__, transformers=transformers.__version__,
                         trl=trl.__version__)
     print(json.dumps(dict(batch=FLAGS.batch, seq=FLAGS.seq, prompt=FLAGS.prompt, steps=FLAGS.steps,
-                          warmup=FLAGS.warmup, threads=FLAGS.threads, bf16_peak_gflops=peak,
-                          device=jax.devices()[0].device_kind, rows=rows, ours_over_trl=ratios,
+                          warmup=FLAGS.warmup, threads=FLAGS.threads, peak_gflops=peaks,
+                          device=jax.devices()[0].device_kind, rows=rows, ours_over_peer=ratios,
                           **versions)))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -18,7 +18,8 @@ TIERS = {
         evaluation/test_models.py evaluation/test_stats.py
         experiments/test_generate_entry.py
         feedback/test_rubric.py feedback/test_toy.py feedback/test_world.py
-        models/test_lora.py models/test_mixed_matmul.py models/test_transformer.py
+        models/test_attention.py models/test_lora.py models/test_mixed_matmul.py
+        models/test_transformer.py
         parallel/test_sharding.py
         parallel/test_multihost.py::test_initialize_from_env_takes_the_config_then_the_environment
         pipeline/test_loop.py pipeline/test_nonfinite.py pipeline/test_settings.py
@@ -38,6 +39,7 @@ TIERS = {
         notebooks/test_notebooks.py
     """,
     "slow": """
+        benchmarks/test_scripts.py
         experiments/test_bad_inputs.py experiments/test_train_entry.py
         experiments/test_interrupt_sft.py experiments/test_interrupt_rm.py
         experiments/test_interrupt_ppo.py

@@ -32,10 +32,20 @@ F32 = jnp.float32
 MASKED = jnp.finfo(F32).min
 
 
+IMPLEMENTATIONS = ("xla", "cudnn")
+
+
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
-                      block: int = 0) -> jax.Array:
+                      block: int = 0, implementation: str = "xla") -> jax.Array:
     """q (B, T, N, H), k and v (B, K, S, H), mask (B, T, S) True where t may attend s;
-    returns (B, T, N, H) in float32. ``block``: see the module docstring (needs T = S)."""
+    returns (B, T, N, H) in float32. ``block``: see the module docstring (needs T = S).
+
+    ``implementation="cudnn"`` (causal self-attention, T = S, bf16 or fp16 ``dtype``, an
+    NVIDIA GPU): ``jax.nn.dot_product_attention``'s cuDNN flash attention, causal, with
+    the mask (padding, segments) as an additive bias; ``library_attention`` is that call.
+    """
+    if implementation == "cudnn":
+        return library_attention(q, k, v, mask, dtype, "cudnn")
     b, t, n, h = q.shape
     k_heads, s = k.shape[1], k.shape[2]
     q = q.reshape(b, t, k_heads, n // k_heads, h).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, H)
@@ -48,6 +58,14 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
             [_attention(q[:, :, :, a:e].astype(dtype), k[:, :, :e], v[:, :, :e], mask[:, a:e, :e])
              for a, e in zip([0] + ends[:-1], ends)], axis=3)
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)  # (B, T, K, G, H) → (B, T, N, H)
+
+
+def library_attention(q, k, v, mask, dtype, implementation: str) -> jax.Array:
+    """``jax.nn.dot_product_attention`` on the same inputs (causal: T = S), float32 out."""
+    k, v = (x.transpose(0, 2, 1, 3).astype(dtype) for x in (k, v))  # (B, S, K, H)
+    out = jax.nn.dot_product_attention(q.astype(dtype), k, v, mask=mask[:, None], is_causal=True,
+                                       implementation=implementation)
+    return out.astype(F32)
 
 
 def _scores(q, k, mask):

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 
 import jax.numpy as jnp
 
+from rlhf_jax.models.attention import IMPLEMENTATIONS
 from rlhf_jax.models.lora import LoraConfig
 
 FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2")
@@ -81,7 +82,10 @@ class ModelConfig:
     param_dtype: str = "float32"  # master weights
     remat_policy: str = "none"
     scan_layers: bool = True  # one nn.scan over stacked layers; False: a Python loop (decoding)
-    attention_block: int = 0  # > 0: causal self-attention by query blocks, skipping masked keys
+    # causal self-attention by query blocks of this many tokens, skipping the keys above the
+    # diagonal blocks (0: one block; rlhf_jax/models/attention.py)
+    attention_block: int = 64
+    attention: str = "xla"  # or "cudnn": cuDNN flash attention (NVIDIA GPU, bf16/fp16 dtype)
     lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0: none); not part of the weights' file
 
     def __post_init__(self):
@@ -111,6 +115,9 @@ class ModelConfig:
         need(self.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}")
         need(isinstance(self.attention_block, int) and self.attention_block >= 0,
              "attention_block", "must be a non-negative integer (0: one block)")
+        need(self.attention in IMPLEMENTATIONS, "attention", f"must be one of {IMPLEMENTATIONS}")
+        need(self.attention != "cudnn" or self.dtype in ("bfloat16", "float16"), "attention",
+             f"cuDNN attention needs a bfloat16 or float16 dtype, not {self.dtype!r}")
         need(self.remat_policy in REMAT_POLICIES, "remat_policy",
              f"must be one of {REMAT_POLICIES}")
         need(not (self.tie_embeddings and "lm_head" in self.lora.targets and self.lora.rank),

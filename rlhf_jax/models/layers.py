@@ -247,8 +247,11 @@ class Attention(nn.Module):
             k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
             v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
             new_cache = (k, v)
-        block = cfg.attention_block if layer_cache is None else 0
-        out = grouped_attention(q, k, v, mask, cfg.compute_dtype, block)
+        if layer_cache is None:  # self-attention over the sequence, causal
+            out = grouped_attention(q, k, v, mask, cfg.compute_dtype, cfg.attention_block,
+                                    cfg.attention)
+        else:
+            out = grouped_attention(q, k, v, mask, cfg.compute_dtype)
         out = constrain(out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM))
         out = Dense(cfg, (n, h, d), (ax.HEADS, ax.HEAD_DIM, ax.EMBED),  # (B, T, N, H) -> (B, T, D)
                     n_contract=2, use_bias=cfg.attn_out_bias, name="o")(out)

@@ -1,0 +1,137 @@
+"""One command for an accelerator: forward pass, SFT and RM steps, sampling, a PPO iteration.
+
+    python -m benchmarks.accelerator                     # llama3-1b in bf16 on the GPU or TPU
+    python -m benchmarks.accelerator --peak_tflops=989   # a device the table below lacks
+    python -m benchmarks.accelerator --model=tiny        # the same measurements on CPU, tiny
+
+Runs on the first device (one GPU, or one chip of a TPU host), random weights of the preset,
+compute in ``--dtype`` with float32 master weights and AdamW state:
+
+* forward: ``CausalLM`` logits of ``--batch`` × ``--seq`` tokens (``benchmarks.forward``);
+* SFT and RM steps: forward, backward, clipping and AdamW (``benchmarks.train_steps``): SFT
+  rows of ``--seq`` tokens (loss after ``--prompt``), RM comparisons of two such sequences;
+* sampling: ``generate`` of ``--gen_new`` tokens after ``--gen_prompt`` for ``--gen_batch``
+  prompts, every row forced to full length (``benchmarks.generate``);
+* PPO: one iteration (sampling, scoring, one update in one minibatch) of ``--ppo_prompts``
+  episodes with a separate value and reward model (``benchmarks.ppo``).
+
+MFU = model FLOPs per second (``ModelConfig.flops_per_token``; a step counts 3 × forward) over
+the device's dense bf16 peak: ``PEAK_BF16_TFLOPS`` by device kind, or ``--peak_tflops``. On a
+GPU in bf16, ``--attention=auto`` selects cuDNN flash attention (``ModelConfig.attention``).
+The whole run is sized to finish in a few minutes on an H100-class GPU; ``--model=tiny`` runs it
+on CPU (a test does, so that it keeps working). The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from benchmarks import forward, generate, ppo, train_steps
+from configs.models import get_config
+from rlhf_jax.models import ModelConfig
+
+# Dense bf16 peaks in TFLOP/s, per chip, by a substring of ``jax.devices()[0].device_kind``;
+# the more specific names first.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0),
+    ("TPU v4", 275.0), ("TPU v5 lite", 197.0), ("TPU v5e", 197.0), ("TPU v5p", 459.0),
+    ("TPU v5", 459.0), ("TPU v6 lite", 918.0), ("TPU v6e", 918.0),
+)
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The flags of ``python -m benchmarks.accelerator`` (defined when it runs as main)."""
+    flags.DEFINE_string("model", "llama3-1b", "model preset in configs/models.py")
+    flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
+    flags.DEFINE_enum("remat_policy", "none", ["none", "dots", "full"], "activation remat")
+    flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn"],
+                      "auto: cudnn on a GPU in bf16, else xla")
+    flags.DEFINE_integer("batch", 8, "SFT rows, RM comparisons, forward sequences")
+    flags.DEFINE_integer("seq", 1024, "tokens per sequence")
+    flags.DEFINE_integer("prompt", 256, "prompt tokens of an SFT row (no loss on them)")
+    flags.DEFINE_integer("steps", 5, "timed steps (and forward passes)")
+    flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
+    flags.DEFINE_integer("gen_batch", 32, "prompts per sampling call")
+    flags.DEFINE_integer("gen_prompt", 128, "prompt tokens")
+    flags.DEFINE_integer("gen_new", 128, "new tokens per prompt")
+    flags.DEFINE_integer("ppo_prompts", 32, "episodes per PPO iteration")
+    flags.DEFINE_integer("ppo_prompt_len", 128, "prompt tokens of an episode")
+    flags.DEFINE_integer("ppo_new", 128, "response tokens of an episode")
+    flags.DEFINE_integer("ppo_iterations", 2, "timed PPO iterations")
+    flags.DEFINE_float("peak_tflops", 0.0, "the device's dense bf16 peak (0: from the table)")
+
+
+def device_peak(kind: str) -> Optional[float]:
+    """The table's peak for a device kind, or None."""
+    return next((peak for name, peak in PEAK_BF16_TFLOPS if name in kind), None)
+
+
+def model_config() -> ModelConfig:
+    attention = FLAGS.attention
+    if attention == "auto":
+        gpu_bf16 = jax.default_backend() == "gpu" and FLAGS.dtype == "bfloat16"
+        attention = "cudnn" if gpu_bf16 else "xla"
+    preset = get_config(f"{FLAGS.model},dtype={FLAGS.dtype},remat_policy={FLAGS.remat_policy}")
+    return ModelConfig.from_dict(dict(preset, attention=attention))
+
+
+def measure(config: ModelConfig, peak: Optional[float]) -> dict:
+    """Every measurement of the module docstring, as one dict of dicts."""
+    mfu = (lambda gflops: gflops / (peak * 1e3)) if peak else (lambda gflops: None)  # noqa: E731
+    out = {}
+    began = time.perf_counter()
+    fwd = forward.measure(config, FLAGS.batch, FLAGS.seq, FLAGS.steps)
+    out["forward"] = dict(tokens_per_s=fwd["tokens_per_s"], gflops_per_s=fwd["gflops_per_s"],
+                          mfu=mfu(fwd["gflops_per_s"]), compile_s=fwd["compile_s"])
+    for stage, batch in train_steps.batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt).items():
+        r = train_steps.ours(config, stage, batch, FLAGS.steps, FLAGS.warmup)
+        gflops = train_steps.step_gflop(config, stage, FLAGS.batch, FLAGS.seq) / r["step_s"]
+        out[stage] = dict(step_s=r["step_s"], gflops_per_s=gflops, mfu=mfu(gflops),
+                          tokens_per_s=FLAGS.batch * FLAGS.seq * (2 if stage == "rm" else 1)
+                          / r["step_s"], compile_s=r["compile_s"], first_loss=r["first_loss"],
+                          last_loss=r["last_loss"])
+    _, policy, reward = ppo.models_of(config)
+    ids = np.random.RandomState(0).randint(1, min(config.vocab_size, 256),
+                                           (FLAGS.gen_batch, FLAGS.gen_prompt))
+    out["generate"] = generate.ours(config, policy, ids, FLAGS.steps, FLAGS.gen_new)
+    work = ppo.Iteration(FLAGS.ppo_prompts, FLAGS.ppo_prompt_len, FLAGS.ppo_new,
+                         old_logprobs="sampler" if FLAGS.dtype == "float32" else "forward")
+    out["ppo"] = dict(ppo.time_ours(config, policy, reward, work, FLAGS.ppo_iterations, 0),
+                      old_logprobs=work.old_logprobs)
+    out["wall_s"] = time.perf_counter() - began
+    return out
+
+
+def main(_):
+    device = jax.devices()[0]
+    peak = FLAGS.peak_tflops or device_peak(device.device_kind)
+    config = model_config()
+    result = measure(config, peak)
+    for part in ("forward", "sft", "rm"):
+        r = result[part]
+        share = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
+        print(f"{FLAGS.model} {FLAGS.dtype} {part:7s} {r['tokens_per_s']:10.0f} tokens/s "
+              f"{r['gflops_per_s'] / 1e3:8.2f} TFLOP/s{share}")
+    print(f"{FLAGS.model} {FLAGS.dtype} generate {result['generate']['new_tokens_per_s']:.0f} "
+          f"new tokens/s; PPO iteration {result['ppo']['iteration_s']:.3f} s "
+          f"(gen {result['ppo']['generate_s']:.3f} / score {result['ppo']['score_s']:.3f} / "
+          f"train {result['ppo']['train_s']:.3f})")
+    print(json.dumps(dict(
+        result, model=FLAGS.model, dtype=FLAGS.dtype, attention=config.attention,
+        remat_policy=FLAGS.remat_policy, batch=FLAGS.batch, seq=FLAGS.seq,
+        params=config.num_params(), peak_bf16_tflops=peak, device=device.device_kind,
+        backend=jax.default_backend(), devices=jax.device_count(), host=platform.node(),
+        jax=jax.__version__)))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,63 @@
+"""Every benchmark runs, as a user runs it, at tiny shapes with its peers skipped, and prints its
+figures as one JSON object on its last line (the peers' runners need their own virtualenvs)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import ROOT, environment
+
+RUNS = {
+    "matmul": ["--shapes=256x256x256", "--iters=1"],
+    "forward": ["--model=tiny", "--seq=64", "--iters=2"],
+    "generate": ["--model=tiny", "--peer=false", "--prompt=16", "--new=8", "--iters=1"],
+    "train_steps": ["--models=tiny", "--dtypes=float32", "--skip_peers", "--seq=64",
+                    "--prompt=16", "--steps=2", "--warmup=0", "--peak_gflops=1"],
+    "ppo": ["--models=tiny", "--dtypes=float32", "--skip_peers", "--peers=ppo", "--prompts=4",
+            "--prompt_len=16", "--new_tokens=8", "--iterations=1", "--warmup=0"],
+    "accelerator": ["--model=tiny", "--dtype=float32", "--seq=64", "--prompt=16", "--steps=2",
+                    "--warmup=0", "--gen_batch=4", "--gen_prompt=16", "--gen_new=8",
+                    "--ppo_prompts=4", "--ppo_prompt_len=16", "--ppo_new=8",
+                    "--ppo_iterations=1", "--peak_tflops=1"],
+    "memory": ["--cases=sft_small_full", "--sft_steps=3"],
+}
+
+
+def run(name: str) -> object:
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *RUNS[name]], cwd=ROOT,
+                          env=environment(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def positive(*values) -> bool:
+    return all(isinstance(v, float) and v > 0 for v in values)
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_benchmark_runs_at_tiny_shapes(name):
+    out = run(name)
+    if name == "matmul":
+        assert positive(out["float32_peak_gflops"], out["bfloat16_f32acc_peak_gflops"])
+    elif name == "forward":
+        assert positive(out["tokens_per_s"], out["gflops_per_s"])
+    elif name == "generate":
+        assert positive(out["ours"]["new_tokens_per_s"]) and "transformers" not in out
+    elif name == "train_steps":
+        assert [(r["stage"], r["side"]) for r in out["rows"]] == [
+            ("sft", "ours"), ("rm", "ours"), ("dpo", "ours")]
+        assert all(positive(r["step_s"]) and r["last_loss"] < r["first_loss"]
+                   for r in out["rows"])
+    elif name == "ppo":
+        ours = out[0]["ppo"]["ours"]
+        assert positive(ours["generate_s"], ours["score_s"], ours["train_s"])
+        assert ours["iteration_s"] >= ours["generate_s"] + ours["score_s"] + ours["train_s"]
+    elif name == "accelerator":
+        for part in ("forward", "sft", "rm"):
+            assert positive(out[part]["tokens_per_s"], out[part]["mfu"])
+        assert positive(out["generate"]["new_tokens_per_s"], out["ppo"]["iteration_s"])
+        assert out["model"] == "tiny" and out["backend"] == "cpu"
+    elif name == "memory":
+        assert positive(out["sft_small_full_peak_gb"], out["sft_small_full_s"])
