@@ -159,7 +159,7 @@ def time_tunix(config: ModelConfig) -> dict:
     TRL's keys for its figures."""
     r = train_steps.run_tunix(FLAGS.tunix_python, config, "ppo", prompts=FLAGS.prompts,
                               prompt_len=FLAGS.prompt_len, new_tokens=FLAGS.new_tokens,
-                              steps=FLAGS.iterations, warmup=FLAGS.warmup)
+                              steps=FLAGS.iterations, warmup=FLAGS.warmup, lr=1e-6)
     if "step_s" in r:
         r["seconds_per_iteration"] = r["step_s"]
     return r
