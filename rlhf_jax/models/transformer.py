@@ -138,6 +138,7 @@ class Decoder(nn.Module):
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast, 0),
                 length=cfg.n_layers,
+                unroll=cfg.scan_unroll,
                 metadata_params={nn.PARTITION_NAME: ax.LAYERS},
             )(cfg)
         else:

@@ -66,8 +66,10 @@ def accumulated_update(state: TrainState, batch, rng: jax.Array, loss_terms: Los
                                                          (micro, jnp.arange(microbatches)))
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
-    new_state = state.apply_gradients(grads=grads)
-    updates = jax.tree.map(jnp.subtract, new_state.params, state.params)
+    # TrainState.apply_gradients, keeping the optimizer's updates for their norm
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, opt_state=opt_state,
+                              params=optax.apply_updates(state.params, updates))
     return new_state, dict(sums, loss=loss_sum / denom, count=count,
                            grad_norm=optax.tree.norm(grads),
                            param_norm=optax.tree.norm(new_state.params),

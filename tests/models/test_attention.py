@@ -43,7 +43,7 @@ def softmax_attention(q, k, v, mask):
     return jnp.einsum("BNTS,BNSH->BTNH", p, rep(v))
 
 
-@pytest.mark.parametrize("block", [0, 4, 5, 12])
+@pytest.mark.parametrize("block", [0, 1, 4, 5, 12])
 def test_forward_matches_a_numpy_loop(block):
     q, k, v, mask = inputs()
     out = grouped_attention(q, k, v, mask, jnp.float32, block)
