@@ -91,8 +91,9 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
     fwd = forward.measure(config, FLAGS.batch, FLAGS.seq, FLAGS.steps)
     out["forward"] = dict(tokens_per_s=fwd["tokens_per_s"], gflops_per_s=fwd["gflops_per_s"],
                           mfu=mfu(fwd["gflops_per_s"]), compile_s=fwd["compile_s"])
-    for stage, batch in train_steps.batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt).items():
-        r = train_steps.ours(config, stage, batch, FLAGS.steps, FLAGS.warmup)
+    batches = train_steps.batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt)
+    for stage in ("sft", "rm"):
+        r = train_steps.ours(config, stage, batches[stage], FLAGS.steps, FLAGS.warmup)
         gflops = train_steps.step_gflop(config, stage, FLAGS.batch, FLAGS.seq) / r["step_s"]
         out[stage] = dict(step_s=r["step_s"], gflops_per_s=gflops, mfu=mfu(gflops),
                           tokens_per_s=FLAGS.batch * FLAGS.seq * (2 if stage == "rm" else 1)
