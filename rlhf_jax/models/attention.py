@@ -31,8 +31,6 @@ import jax.numpy as jnp
 
 F32 = jnp.float32
 MASKED = jnp.finfo(F32).min
-
-
 IMPLEMENTATIONS = ("xla", "cudnn")
 MAX_BLOCKS = 8
 

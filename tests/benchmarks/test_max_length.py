@@ -1,5 +1,5 @@
 """benchmarks/max_length.py at tiny shapes: the search's answer brackets the budget, memory grows
-with length, full remat reaches further than none, and the RSS check runs real steps."""
+with length, full remat needs less than none, and the RSS check runs real steps."""
 
 import math
 
@@ -7,8 +7,9 @@ import pytest
 
 from benchmarks import max_length
 
-# tiny, 8 rows: a step needs ~33 MB at T=128, ~91 MB at 256 and ~303 MB at 512 without remat,
-# ~44 MB at 256 and ~141 MB at 512 with full remat, so 0.1 GB stops none at 256 and full at 384.
+# tiny, 8 rows: a step needs ~27 MB at T=128, ~62 MB at 256 and ~178 MB at 512 without remat,
+# 1-3% less with full remat (attention keeps no (T, T) tensors for the backward pass, and tiny's
+# other activations are small), so 0.1 GB stops both at 256.
 BUDGET_GB, GRANULARITY, MAX_SEQ = 0.1, 128, 1024
 
 
@@ -39,10 +40,11 @@ def test_memory_grows_with_length_and_is_the_formula(rows):
             assert p["alias_gb"] > 0  # the donated state is written in place
 
 
-def test_full_remat_reaches_further_than_none(rows):
-    assert rows["full"]["max_seq"] > rows["none"]["max_seq"]
+def test_full_remat_needs_less_at_every_length(rows):
+    assert rows["full"]["max_seq"] >= rows["none"]["max_seq"]
     none = {p["seq"]: p["peak_gb"] for p in rows["none"]["probes"]}
     full = {p["seq"]: p["peak_gb"] for p in rows["full"]["probes"]}
+    assert len(set(none) & set(full)) >= 2
     assert all(full[s] < none[s] for s in set(none) & set(full))
 
 
