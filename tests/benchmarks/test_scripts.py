@@ -9,6 +9,9 @@ import pytest
 
 from tests.processes import ROOT, environment
 
+SMALL_ACCELERATOR = ["--model=tiny", "--seq=64", "--prompt=16", "--steps=2", "--warmup=0",
+                     "--gen_batch=4", "--gen_prompt=16", "--gen_new=8", "--ppo_prompts=4",
+                     "--ppo_prompt_len=16", "--ppo_new=8", "--ppo_iterations=1", "--peak_tflops=1"]
 RUNS = {
     "matmul": ["--shapes=256x256x256", "--iters=1"],
     "forward": ["--model=tiny", "--seq=64", "--iters=2"],
@@ -17,16 +20,16 @@ RUNS = {
                     "--prompt=16", "--steps=2", "--warmup=0", "--peak_gflops=1"],
     "ppo": ["--models=tiny", "--dtypes=float32", "--skip_peers", "--peers=ppo", "--prompts=4",
             "--prompt_len=16", "--new_tokens=8", "--iterations=1", "--warmup=0"],
-    "accelerator": ["--model=tiny", "--dtype=float32", "--seq=64", "--prompt=16", "--steps=2",
-                    "--warmup=0", "--gen_batch=4", "--gen_prompt=16", "--gen_new=8",
-                    "--ppo_prompts=4", "--ppo_prompt_len=16", "--ppo_new=8",
-                    "--ppo_iterations=1", "--peak_tflops=1"],
+    "accelerator": [*SMALL_ACCELERATOR, "--dtype=float32"],
+    # cuDNN attention cannot run on CPU: the command records why and measures with xla.
+    "accelerator_cudnn": [*SMALL_ACCELERATOR, "--dtype=bfloat16", "--attention=cudnn"],
     "memory": ["--cases=sft_small_full", "--sft_steps=3"],
 }
 
 
 def run(name: str) -> object:
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *RUNS[name]], cwd=ROOT,
+    script = name.split("_cudnn")[0]
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *RUNS[name]], cwd=ROOT,
                           env=environment(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -58,6 +61,9 @@ def test_benchmark_runs_at_tiny_shapes(name):
         for part in ("forward", "sft", "rm"):
             assert positive(out[part]["tokens_per_s"], out[part]["mfu"])
         assert positive(out["generate"]["new_tokens_per_s"], out["ppo"]["iteration_s"])
-        assert out["model"] == "tiny" and out["backend"] == "cpu"
+        assert out["model"] == "tiny" and out["backend"] == "cpu" and "cudnn_error" not in out
+    elif name == "accelerator_cudnn":
+        assert out["attention"] == "xla" and out["cudnn_error"]
+        assert positive(out["sft"]["step_s"], out["ppo"]["iteration_s"])
     elif name == "memory":
         assert positive(out["sft_small_full_peak_gb"], out["sft_small_full_s"])
