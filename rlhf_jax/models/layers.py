@@ -10,7 +10,7 @@ F MLP width, V vocabulary.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import math
 
@@ -25,6 +25,19 @@ from rlhf_jax.parallel import axes as ax
 
 F32 = jnp.float32
 kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+Outputs = Union[tuple[int, int], jax.Array]
+
+
+def take_positions(x: jax.Array, outputs: Optional[Outputs]) -> jax.Array:
+    """``x`` (B, T, …) at the positions ``outputs`` along axis 1: a static ``(start, stop)``
+    range, or a (B, P) array of each row's positions; ``None``: all of x."""
+    if outputs is None:
+        return x
+    if isinstance(outputs, tuple):
+        return x[:, outputs[0]:outputs[1]]
+    return jnp.take_along_axis(x, outputs.reshape(outputs.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
@@ -214,25 +227,29 @@ class Attention(nn.Module):
 
     ``mask`` (B, T, S) is True where query t may attend key s. With a cache
     ``(k, v)`` of shape (B, K, S, H) the new keys and values are written at
-    slot ``cache_index`` and attention runs over all S slots.
+    slot ``cache_index`` and attention runs over all S slots. ``outputs`` (see
+    ``take_positions``): keys and values from every position, queries (and the
+    output) at those positions only.
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, rope, mask, layer_cache=None, cache_index=None):
+    def __call__(self, x, rope, mask, layer_cache=None, cache_index=None,
+                 outputs: Optional[Outputs] = None):
         cfg = self.config
         n, k_heads, h, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
 
-        def project(name, heads, names):
+        def project(name, heads, names, inputs):
             return Dense(cfg, (d, heads, h), (ax.EMBED, names, ax.HEAD_DIM),  # (B, T, ·, H)
-                         use_bias=cfg.qkv_bias, name=name)(x)
+                         use_bias=cfg.qkv_bias, name=name)(inputs)
 
-        q = project("q", n, ax.HEADS)
-        k = project("k", k_heads, ax.KV_HEADS)
-        v = project("v", k_heads, ax.KV_HEADS)
+        q = project("q", n, ax.HEADS, take_positions(x, outputs))
+        k = project("k", k_heads, ax.KV_HEADS, x)
+        v = project("v", k_heads, ax.KV_HEADS, x)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q = apply_rope(q, *(take_positions(table, outputs) for table in rope))
+            k = apply_rope(k, *rope)
         q = constrain(q.astype(cfg.compute_dtype), (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS,
                                                      ax.ACT_HEAD_DIM))
         # Keys and values head-major, (B, K, T, H): the layout of the cache, so attention over
@@ -247,11 +264,11 @@ class Attention(nn.Module):
             k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
             v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
             new_cache = (k, v)
-        if layer_cache is None:  # self-attention over the sequence, causal
+        if layer_cache is None and outputs is None:  # self-attention over the sequence, causal
             out = grouped_attention(q, k, v, mask, cfg.compute_dtype, cfg.attention_block,
                                     cfg.attention)
         else:
-            out = grouped_attention(q, k, v, mask, cfg.compute_dtype)
+            out = grouped_attention(q, k, v, take_positions(mask, outputs), cfg.compute_dtype)
         out = constrain(out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM))
         out = Dense(cfg, (n, h, d), (ax.HEADS, ax.HEAD_DIM, ax.EMBED),  # (B, T, N, H) -> (B, T, D)
                     n_contract=2, use_bias=cfg.attn_out_bias, name="o")(out)

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.kv_cache import KVCache
-from rlhf_jax.models.layers import Attention, Dense, Embed, Mlp, Norm, constrain, rope_tables
+from rlhf_jax.models.layers import (Attention, Dense, Embed, Mlp, Norm, Outputs, constrain,
+                                    rope_tables, take_positions)
 from rlhf_jax.parallel import axes as ax
 
 REMAT_POLICIES = {
@@ -95,17 +96,21 @@ def cached_attention(attention_mask, positions, cache: KVCache):
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm block: ``x + attn(n1(x))`` then ``+ mlp(n2(·))``, or both on x when parallel."""
+    """Pre-norm block: ``x + attn(n1(x))`` then ``+ mlp(n2(·))``, or both on x when parallel.
+
+    ``outputs`` (``take_positions``): the block's output at those positions only; keys and
+    values still come from every position, so the result there is the full block's."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, shared, layer_cache):
+    def __call__(self, x, shared, layer_cache, outputs: Optional[Outputs] = None):
         cfg = self.config
         rope, mask, cache_index = shared
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=not self.has_rng("dropout"))
         attn, new_cache = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x), rope, mask,
-                                                      layer_cache, cache_index)
+                                                      layer_cache, cache_index, outputs)
+        x = take_positions(x, outputs)
         if cfg.parallel_residual:
             mlp = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x))
             x = x + dropout(attn) + dropout(mlp)
@@ -115,8 +120,35 @@ class DecoderBlock(nn.Module):
         return constrain(x, RESIDUAL_NAMES), new_cache
 
 
+def remat_block(config: ModelConfig):
+    """``DecoderBlock``, wrapped in ``nn.remat`` with the config's policy unless it is "none"."""
+    if config.remat_policy == "none":
+        return DecoderBlock
+    return nn.remat(DecoderBlock, policy=REMAT_POLICIES[config.remat_policy], prevent_cse=False)
+
+
+def scanned_blocks(config: ModelConfig, length: int):
+    """``length`` blocks as one ``nn.scan``, their params stacked on a leading layer axis."""
+    return nn.scan(
+        remat_block(config),
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast, 0),
+        length=length,
+        unroll=config.scan_unroll,
+        metadata_params={nn.PARTITION_NAME: ax.LAYERS},
+    )
+
+
 class Decoder(nn.Module):
-    """Embeddings, ``n_layers`` blocks stacked with ``nn.scan``, and the final norm."""
+    """Embeddings, ``n_layers`` blocks stacked with ``nn.scan``, and the final norm.
+
+    ``outputs`` (a static ``(start, stop)`` range or a (B, P) array of positions) asks
+    for the final hidden states at those positions only: the last block then computes
+    its queries, attention and MLP there alone (its keys and values over every
+    position), which is exact and removes most of a layer when a head reads one token
+    per row (a reward) or the response half of a sequence (PPO's logits and values).
+    """
 
     config: ModelConfig
 
@@ -128,27 +160,20 @@ class Decoder(nn.Module):
                 cfg.max_seq_len, cfg.d_model, param_dtype=cfg.weights_dtype,
                 embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.01),
                                                             (ax.POSITIONS, ax.EMBED)))
-        block = DecoderBlock
-        if cfg.remat_policy != "none":
-            block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
         if cfg.scan_layers:
-            self.layers = nn.scan(
-                block,
-                variable_axes={"params": 0},
-                split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast, 0),
-                length=cfg.n_layers,
-                unroll=cfg.scan_unroll,
-                metadata_params={nn.PARTITION_NAME: ax.LAYERS},
-            )(cfg)
+            self.layers = scanned_blocks(cfg, cfg.n_layers)(cfg)
         else:
+            block = remat_block(cfg)
             self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
         self.final_norm = Norm(cfg)
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
-                 cache: Optional[KVCache] = None):
-        """Returns the final hidden states (B, T, D) in float32 and the updated cache (or None)."""
+                 cache: Optional[KVCache] = None, outputs: Optional[Outputs] = None):
+        """Returns the final hidden states (B, T, D) in float32, or (B, P, D) at ``outputs``
+        (not with a cache), and the updated cache (or None)."""
         cfg = self.config
+        if outputs is not None and cache is not None:
+            raise ValueError("outputs cannot be combined with a KV cache")
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, bool)
         attention_mask = attention_mask.astype(bool)
@@ -170,6 +195,8 @@ class Decoder(nn.Module):
             rope = rope_tables(cfg, positions)
         x = constrain(x, RESIDUAL_NAMES)
         shared = (rope, mask, cache_index)
+        if outputs is not None and not self.is_initializing():
+            return self.final_norm(self._layers_to(x, shared, outputs)), None
         if cfg.scan_layers:
             stacked = None if kv is None else (jnp.stack(kv[0]), jnp.stack(kv[1]))
             x, new_kv = self.layers(x, shared, stacked)
@@ -181,12 +208,41 @@ class Decoder(nn.Module):
                 x, layer_kv = layer(x, shared, None if kv is None else (kv[0][i], kv[1][i]))
                 layer_kvs.append(layer_kv)
             new_kv = None if kv is None else tuple(zip(*layer_kvs))
-        x = self.final_norm(x)
+        x = self.final_norm(take_positions(x, outputs))
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=new_kv[0], v=new_kv[1], mask=slots,
                                 index=cache.index + input_ids.shape[1])
         return x, new_cache
+
+    def _layers_to(self, x, shared, outputs):
+        """Every block but the last over all positions, then the last at ``outputs`` alone.
+
+        The blocks run as pure functions of slices of this module's parameters: the
+        first n − 1 stacked layers as an ``nn.scan`` of length n − 1, the last block on
+        its own (both with the config's remat policy)."""
+        cfg = self.config
+        params = nn.meta.unbox(self.variables["params"])
+        rngs = {"dropout": self.make_rng("dropout")} if self.has_rng("dropout") else {}
+        if cfg.scan_layers:
+            stacked = params["layers"]
+            last = jax.tree.map(lambda a: a[-1], stacked)
+            if cfg.n_layers > 1:
+                first = jax.tree.map(lambda a: a[:-1], stacked)
+                x, _ = scanned_blocks(cfg, cfg.n_layers - 1)(cfg, parent=None).apply(
+                    {"params": first}, x, shared, None, rngs=rngs)
+        else:
+            last = params[f"layers_{cfg.n_layers - 1}"]
+            for layer in self.layers[:-1]:
+                x, _ = layer(x, shared, None)
+
+        def last_block(p, x):
+            return DecoderBlock(cfg, parent=None).apply({"params": p}, x, shared, None, outputs,
+                                                        rngs=rngs)[0]
+        if cfg.remat_policy != "none":
+            last_block = jax.checkpoint(last_block, policy=REMAT_POLICIES[cfg.remat_policy],
+                                        prevent_cse=False)
+        return last_block(last, x)
 
     def attend(self, h):
         return self.embed.attend(h)
@@ -202,15 +258,17 @@ class CausalLM(nn.Module):
                  cache: Optional[KVCache] = None, logit_index: Optional[jax.Array] = None,
                  logit_range: Optional[tuple[int, int]] = None, return_hidden: bool = False):
         """``logit_index`` (B,): compute the logits at that position of each row only, (B, 1, V).
-        ``logit_range=(start, stop)``: the logits of positions start … stop−1 only.
+        ``logit_range=(start, stop)``: the logits of positions start … stop−1 only (one of
+        the two; without a cache the trunk's last layer also runs there alone).
         ``return_hidden``: return ``(logits, final hidden states)`` at the same positions."""
         cfg = self.config
         trunk = Decoder(cfg, name="trunk")
-        h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, cache)
-        if logit_index is not None:
-            h = jnp.take_along_axis(h, logit_index[:, None, None], axis=1)
-        if logit_range is not None:
-            h = h[:, logit_range[0]:logit_range[1]]
+        outputs = logit_range if logit_index is None else logit_index[:, None]
+        if cache is None:
+            h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, outputs=outputs)
+        else:
+            h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, cache)
+            h = take_positions(h, outputs)
         if cfg.tie_embeddings:
             logits = trunk.attend(h)
         else:
@@ -226,7 +284,9 @@ class ScalarHeadModel(nn.Module):
     """Reward model or value function: ``r = w·h + b`` on the trunk's hidden states.
 
     Returns one score per row, read at the last real token (reward), or with
-    ``per_token=True`` the score at every position (B, T) (value). The head's
+    ``per_token=True`` the score at every position (B, T) (value), or at the positions
+    ``score_range=(start, stop)`` only (B, stop − start). The trunk's last layer runs
+    at the positions read alone (``Decoder``'s ``outputs``). The head's
     parameters are float32 whatever ``param_dtype`` (it always trains, and Adam's
     small steps would vanish in bfloat16 weights).
     """
@@ -235,14 +295,16 @@ class ScalarHeadModel(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
-                 per_token: bool = False):
+                 per_token: bool = False, score_range: Optional[tuple[int, int]] = None):
         cfg = self.config
-        h, _ = Decoder(cfg, name="trunk")(input_ids, attention_mask, positions, segment_ids)
-        scores = Dense(cfg.replace(param_dtype="float32"), (cfg.d_model,), (ax.EMBED,),
-                       use_bias=True, name="head")(h)  # (B, T)
         if per_token:
-            return scores
-        if attention_mask is None:
-            return scores[:, -1]
-        last = last_token_index(attention_mask)
-        return jnp.take_along_axis(scores, last[:, None], axis=1)[:, 0]
+            outputs = score_range
+        elif attention_mask is None:
+            outputs = (input_ids.shape[1] - 1, input_ids.shape[1])
+        else:
+            outputs = last_token_index(attention_mask)[:, None]
+        h, _ = Decoder(cfg, name="trunk")(input_ids, attention_mask, positions, segment_ids,
+                                          outputs=outputs)
+        scores = Dense(cfg.replace(param_dtype="float32"), (cfg.d_model,), (ax.EMBED,),
+                       use_bias=True, name="head")(h)  # (B, P)
+        return scores if per_token else scores[:, 0]

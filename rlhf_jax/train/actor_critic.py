@@ -47,7 +47,7 @@ class ActorCritic:
                                                 return_hidden=True)
             else:
                 out, hidden = None, Decoder(self.policy.config).apply(
-                    {"params": params["policy"]["trunk"]}, sequences, mask)[0][:, span[0]:span[1]]
+                    {"params": params["policy"]["trunk"]}, sequences, mask, outputs=span)[0]
             head = params["value"]
             return out, hidden @ head["kernel"].astype(jnp.float32) + head["bias"]
         out = None
@@ -55,8 +55,8 @@ class ActorCritic:
             out = self.policy.apply({"params": params["policy"]}, sequences, attention_mask=mask,
                                     logit_range=span)
         values = self.value.apply({"params": params["value"]}, sequences, attention_mask=mask,
-                                  per_token=True)
-        return out, values[:, span[0]:span[1]]
+                                  per_token=True, score_range=span)
+        return out, values
 
 
 def shared_value_head(d_model: int) -> dict:

@@ -200,3 +200,58 @@ def test_logit_index_computes_one_position_per_row():
     picked = apply({"params": params}, ids, logit_index=index)
     assert picked.shape == (3, 1, config.vocab_size)
     np.testing.assert_allclose(picked[:, 0], full[jnp.arange(3), index], atol=TOL)
+
+
+OUTPUT_VARIANTS = {"scan": {}, "loop": dict(scan_layers=False), "remat": dict(remat_policy="full"),
+                   "one_layer": dict(n_layers=1), "three_layers_rolled": dict(n_layers=3,
+                                                                              scan_unroll=1),
+                   "neox": FAMILY_VARIANTS["neox"]}
+
+
+@pytest.mark.parametrize("variant", sorted(OUTPUT_VARIANTS))
+def test_last_layer_at_the_read_positions_equals_the_full_trunk(variant):
+    """The reward (last real token), a value range and LM logits computed with the last layer
+    at those positions only equal the full trunk's, and so do their gradients."""
+    config = tiny(**OUTPUT_VARIANTS[variant])
+    params = init(config.replace(scan_layers=True), ScalarHeadModel)
+    if not config.scan_layers:
+        params = unstack_layers(params)
+    model = ScalarHeadModel(config)
+    ids = random_ids(config, (3, 10))
+    mask = jnp.ones((3, 10), bool).at[1, 7:].set(False).at[2, :3].set(False)
+    last = jnp.asarray([9, 6, 9])
+
+    def rewards(p, restricted):
+        if restricted:
+            return model.apply({"params": p}, ids, mask)
+        return model.apply({"params": p}, ids, mask, per_token=True)[jnp.arange(3), last]
+
+    full = model.apply({"params": params}, ids, mask, per_token=True)
+    np.testing.assert_allclose(rewards(params, True), full[jnp.arange(3), last], atol=TOL)
+    np.testing.assert_allclose(model.apply({"params": params}, ids, mask, per_token=True,
+                                           score_range=(2, 9)), full[:, 2:9], atol=TOL)
+    grads = [jax.grad(lambda p, r=r: jnp.sum(jnp.sin(rewards(p, r))))(params) for r in (True, False)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=TOL), *grads)
+    lm = CausalLM(config)
+    lm_params = init(config.replace(scan_layers=True))
+    if not config.scan_layers:
+        lm_params = unstack_layers(lm_params)
+    logits = lm.apply({"params": lm_params}, ids, mask)
+    np.testing.assert_allclose(lm.apply({"params": lm_params}, ids, mask, logit_range=(2, 9)),
+                               logits[:, 2:9], atol=TOL)
+
+
+def test_reading_one_position_per_row_skips_most_of_the_last_layer():
+    """The reward's forward pass costs about one layer less than the per-token scores (the
+    last layer keeps only its key and value projections): XLA's FLOP count of both (layers
+    unrolled: XLA counts a loop's body once)."""
+    config = tiny(n_layers=4, scan_unroll=4)
+    model, params = ScalarHeadModel(config), init(config, ScalarHeadModel)
+    ids = random_ids(config, (4, 128))
+
+    def flops(**kwargs):
+        fn = jax.jit(lambda p: model.apply({"params": p}, ids, **kwargs))
+        return fn.lower(params).compile().cost_analysis()["flops"]
+
+    full, reward = flops(per_token=True), flops()
+    assert 0.7 < reward / full < 0.8, (reward, full)  # 4 layers → about 3 layers and K/V
