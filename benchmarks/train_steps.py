@@ -29,7 +29,8 @@ bf16 compute with float32 accumulation and float32 master weights for us, ``bf16
 loading and logging fall outside), Tunix's the median of its jitted step, all after
 ``--warmup`` steps. GFLOP/s counts the same model FLOPs on every side: 3 × forward (backward
 ≈ 2 × forward), forward per token from ``ModelConfig.flops_per_token`` (the reward model swaps
-the LM head for its scalar head), compared with the matmul peak of the step's dtype from
+the LM head for its scalar head, and needs its last layer at the last token only: ``step_gflop``),
+compared with the matmul peak of the step's dtype from
 ``benchmarks.matmul`` (``--peak_gflops``, or measured here when 0). The last line printed is
 one JSON object with every figure; ``ours_over_peer`` holds the ratios (peer's step time over
 ours: above 1, we are faster).
@@ -109,12 +110,18 @@ def batches(b: int, t: int, prompt: int) -> dict:
 
 
 def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int) -> float:
-    """Model GFLOP of one step: 3 × forward (backward ≈ 2 × forward)."""
-    forward = config.flops_per_token(seq)
-    if stage == "rm":  # the scalar head (d_model → 1) instead of the LM head
-        forward -= 2.0 * config.d_model * (config.vocab_size - 1)
+    """Model GFLOP of one step: 3 × forward (backward ≈ 2 × forward). A reward needs the scalar
+    head (d_model → 1) instead of the LM head, and of its last layer only the keys and values
+    at every position: queries, attention, output projection and MLP at the last token alone."""
+    forward = config.flops_per_token(seq) * seq
+    if stage == "rm":
+        d, h = config.d_model, config.head_dim
+        last_layer_queries = 2.0 * (2 * d * h * config.n_heads
+                                    + d * config.mlp_dim * (3 if config.gated_mlp else 2)
+                                    + 2 * seq * config.n_heads * h)
+        forward -= seq * 2.0 * d * (config.vocab_size - 1) + (seq - 1) * last_layer_queries
     sequences = batch * (1 if stage == "sft" else 2)
-    return 3 * forward * sequences * seq / 1e9
+    return 3 * forward * sequences / 1e9
 
 
 def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int) -> dict:
