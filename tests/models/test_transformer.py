@@ -11,6 +11,7 @@ import pytest
 from configs.models import PRESETS, get_config
 from rlhf_jax.models import (CausalLM, KVCache, ModelConfig, ScalarHeadModel, positions_from_segments,
                              unstack_layers)
+from rlhf_jax.models.layers import weights_left_matmul
 
 TOL = 1e-5
 
@@ -97,6 +98,36 @@ def test_kv_cache_prefill_and_decode_equal_full_forward(variant):
     decoded = jnp.concatenate(steps, axis=1)
     real = np.asarray(mask, bool)
     np.testing.assert_allclose(np.asarray(decoded)[real], np.asarray(full)[real], atol=TOL)
+
+
+def test_weights_left_matmul_equals_a_numpy_product():
+    rng = np.random.RandomState(0)
+    x, w = rng.randn(16, 48).astype(np.float32), rng.randn(48, 80).astype(np.float32)
+    y = weights_left_matmul(jnp.asarray(x), jnp.asarray(w.T))
+    assert y.shape == (16, 80) and y.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y), x @ w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["llama", "gpt2"])  # gpt2: the tied head (Embed.attend)
+def test_decoding_with_the_weight_as_left_operand_equals_x_times_w(variant):
+    """A prefill of 3 × 6 rows and decode steps of 3 rows, with and without
+    ``weights_left``; the jaxpr shows the path was taken (its barriers). The MLP and the
+    head are widened past ``LARGE_WEIGHT``: smaller weights keep x·W."""
+    config = tiny(**FAMILY_VARIANTS[variant], d_model=256, mlp_dim=512)
+    params, ids = init(config), random_ids(config, (3, 8))
+    outputs = {}
+    for left in (False, True):
+        model = CausalLM(config.replace(weights_left=left))
+        apply = jax.jit(model.apply)
+        logits, cache = apply({"params": params}, ids[:, :6], cache=KVCache.init(config, 3, 8))
+        steps = [logits]
+        for t in (6, 7):
+            logits, cache = apply({"params": params}, ids[:, t:t + 1], cache=cache)
+            steps.append(logits)
+        outputs[left] = np.asarray(jnp.concatenate(steps, axis=1))
+        jaxpr = str(jax.make_jaxpr(model.apply)({"params": params}, ids[:, 6:7], cache=cache))
+        assert ("optimization_barrier" in jaxpr) == left
+    np.testing.assert_allclose(outputs[True], outputs[False], atol=TOL)
 
 
 def test_scalar_head_reads_last_real_token_and_shares_the_trunk():

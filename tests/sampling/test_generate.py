@@ -142,6 +142,17 @@ def test_same_shapes_compile_once_and_prompt_lengths_share_a_bucket():
         generate(CONFIG, _params(CONFIG), *prompts(length=33), jax.random.key(0), config)
 
 
+def test_decode_steps_on_cpu_multiply_with_the_weight_as_left_operand():
+    """``ModelConfig.weights_left`` on CPU: the compiled program holds its barriers (the
+    decode steps' logits equal x·W's: tests/models/test_transformer.py)."""
+    ids, mask = prompts()
+    model_config = CONFIG.replace(mlp_dim=1024)  # MLP weights past layers.LARGE_WEIGHT
+    text = _generate.lower(_params(model_config), ids, mask, jax.random.key(0),
+                           model_config=model_config,
+                           config=SamplingConfig(max_new_tokens=4)).as_text()
+    assert ("optimization_barrier" in text) == (jax.default_backend() == "cpu")
+
+
 def test_right_padded_prompts_give_the_same_greedy_tokens():
     ids, mask = prompts()
     right_ids = np.zeros_like(ids)
