@@ -24,13 +24,20 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+# Files whose one test outlasts much of the suite (the SmolLM2 pipeline: over 30 min on a CPU
+# without bf16 arithmetic). They run first, so that under --dist=loadfile the other worker
+# works through the rest beside them instead of idling at the end.
+LONGEST_FIRST = ("tests/pipeline/test_smollm2_preset.py",)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items):
-    """Marks each test with its tier (tests/tiers.py)."""
+    """Marks each test with its tier (tests/tiers.py); puts ``LONGEST_FIRST`` first."""
     for item in items:
         tier = tier_of(item.nodeid)
         if tier is not None:
             item.add_marker(tier)
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable
 
 
 @pytest.fixture(scope="session")
