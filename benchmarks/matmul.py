@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from rlhf_jax.models.layers import weights_left_matmul
+from rlhf_jax.models.matmul import weights_left_matmul
 
 SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048), (4096, 4096, 4096)]
 F32 = jnp.float32

@@ -87,7 +87,7 @@ class ModelConfig:
     # diagonal blocks (0: one block; rlhf_jax/models/attention.py)
     attention_block: int = 64
     attention: str = "xla"  # or "cudnn": cuDNN flash attention (NVIDIA GPU, bf16/fp16 dtype)
-    # matmuls of 2–64 rows as (W·xᵀ)ᵀ, the weight as left operand (layers.weights_left_matmul):
+    # matmuls of 2–64 rows as (W·xᵀ)ᵀ, the weight as left operand (models/matmul.py):
     # faster on XLA:CPU; the sampler sets it there for its decode steps
     weights_left: bool = False
     lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0: none); not part of the weights' file

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from rlhf_jax.models.attention import grouped_attention
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.lora import a_init
+from rlhf_jax.models.matmul import matmul, takes_weights_left, weights_left_matmul
 from rlhf_jax.parallel import axes as ax
 
 F32 = jnp.float32
@@ -43,67 +44,6 @@ def take_positions(x: jax.Array, outputs: Optional[Outputs]) -> jax.Array:
 def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
     """Sharding constraint by logical names (a no-op outside a mesh and rules context)."""
     return nn.with_logical_constraint(x, tuple(names))
-
-
-@jax.custom_vjp
-def mixed_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x (…, K) · w (K, N)`` with low-precision inputs and float32 accumulation, both ways.
-
-    Forward: the float32 product of the (bfloat16) inputs. Backward: the float32
-    cotangent g is cast to the inputs' dtype, so ``dx = g·wᵀ`` and ``dw = xᵀ·g``
-    also run as bfloat16 × bfloat16 → float32 matmuls (what torch autocast does),
-    not as float32 × bfloat16 products, which XLA runs at float32 speed.
-    """
-    return jnp.dot(x, w, preferred_element_type=F32)
-
-
-def _mixed_matmul_fwd(x, w):
-    return mixed_matmul(x, w), (x, w)
-
-
-def _mixed_matmul_bwd(residuals, g):
-    x, w = residuals
-    g = g.astype(x.dtype)
-    lead = tuple(range(x.ndim - 1))
-    dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())), preferred_element_type=F32)
-    dw = jax.lax.dot_general(x, g, ((lead, lead), ((), ())), preferred_element_type=F32)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
-
-
-def matmul(x: jax.Array, w: jax.Array, config: ModelConfig) -> jax.Array:
-    """``x (…, K) · w (K, N)`` in the compute dtype, accumulated in float32 (with
-    ``config.weights_left``, a few rows as ``weights_left_matmul``)."""
-    x, w = x.astype(config.compute_dtype), w.astype(config.compute_dtype)
-    rows = math.prod(x.shape[:-1])
-    if config.weights_left and 1 < rows <= FEW_ROWS and w.size >= LARGE_WEIGHT:
-        # The barrier keeps wᵀ a transposed copy (which XLA hoists out of a decode loop);
-        # without it XLA folds the transpose back into the product.
-        y = weights_left_matmul(x.reshape(rows, -1), jax.lax.optimization_barrier(w.T))
-        return y.reshape(*x.shape[:-1], w.shape[1])
-    if config.compute_dtype == F32:
-        return jnp.dot(x, w, preferred_element_type=F32)
-    return mixed_matmul(x, w)
-
-
-# ``ModelConfig.weights_left`` sends at most this many rows through ``weights_left_matmul``,
-# and only weights of at least this many entries (smaller ones sit in cache: x·W is as fast).
-FEW_ROWS, LARGE_WEIGHT = 64, 1 << 16
-
-
-def weights_left_matmul(x: jax.Array, w_t: jax.Array) -> jax.Array:
-    """``x (M, K) · w_tᵀ`` for ``w_t`` (N, K), computed as ``(w_t · xᵀ)ᵀ``, float32.
-
-    The same products, with the weight as the left operand and the (N, M) result
-    transposed after a barrier (without it XLA folds the transpose back into the
-    product). For 2 ≤ M ≤ 64 rows, a decode step's, and weights too large for the
-    cache, XLA:CPU runs this form 1.1–2.0× faster than ``x·W`` (``benchmarks/RESULTS.md``);
-    at one row and at hundreds it is not faster.
-    """
-    y = jax.lax.dot_general(w_t, x, (((1,), (1,)), ((), ())), preferred_element_type=F32)
-    return jax.lax.optimization_barrier(y).T
 
 
 class Dense(nn.Module):
@@ -206,9 +146,8 @@ class Embed(nn.Module):
     def attend(self, h: jax.Array) -> jax.Array:
         cfg = self.config
         x, table = h.astype(cfg.compute_dtype), self.embedding.astype(cfg.compute_dtype)
-        rows = math.prod(x.shape[:-1])
-        if cfg.weights_left and 1 < rows <= FEW_ROWS and table.size >= LARGE_WEIGHT:
-            # the table (V, D) is already Wᵀ
+        if takes_weights_left(cfg, x, table):  # the table (V, D) is already Wᵀ
+            rows = math.prod(x.shape[:-1])
             logits = weights_left_matmul(x.reshape(rows, -1), table).reshape(*x.shape[:-1], -1)
         else:
             logits = jnp.einsum("BTD,VD->BTV", x, table, preferred_element_type=F32)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax.models.layers import mixed_matmul
+from rlhf_jax.models.matmul import mixed_matmul
 
 BF16 = jnp.bfloat16
 

@@ -11,7 +11,7 @@ import pytest
 from configs.models import PRESETS, get_config
 from rlhf_jax.models import (CausalLM, KVCache, ModelConfig, ScalarHeadModel, positions_from_segments,
                              unstack_layers)
-from rlhf_jax.models.layers import weights_left_matmul
+from rlhf_jax.models.matmul import weights_left_matmul
 
 TOL = 1e-5
 
