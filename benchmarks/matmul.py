@@ -8,10 +8,11 @@ in bfloat16 with float32 accumulation (``preferred_element_type``). Also times
 the decode-step case, 8 rows (``--decode_rows``) against 16 distinct 512×1408
 weight matrices (too many to stay in cache), as weight bytes read per second: the
 ceiling of memory-bound token-by-token generation; as ``x·W`` and as the sampler
-multiplies on CPU, with the weight as left operand (``weights_left_matmul``). ``--torch`` times ``torch.matmul`` at the
-same shapes on ``--threads`` threads in float32 and under ``torch.autocast``
-bfloat16, the two precisions the transformers and TRL sides of the other
-benchmarks run at, so that each side's best precision on the machine is known.
+multiplies on CPU, with the weight as left operand (``weights_left_matmul``).
+``--torch`` times ``torch.matmul`` at the same shapes on ``--threads`` threads in
+float32 and under ``torch.autocast`` bfloat16, the two precisions the transformers
+and TRL sides of the other benchmarks run at, so that each side's best precision on
+the machine is known.
 Prints one JSON object on the last line.
 """
 

@@ -147,8 +147,7 @@ class Embed(nn.Module):
         cfg = self.config
         x, table = h.astype(cfg.compute_dtype), self.embedding.astype(cfg.compute_dtype)
         if takes_weights_left(cfg, x, table):  # the table (V, D) is already Wᵀ
-            rows = math.prod(x.shape[:-1])
-            logits = weights_left_matmul(x.reshape(rows, -1), table).reshape(*x.shape[:-1], -1)
+            logits = weights_left_matmul(x, table)
         else:
             logits = jnp.einsum("BTD,VD->BTV", x, table, preferred_element_type=F32)
         if cfg.lora.adapts("embed"):

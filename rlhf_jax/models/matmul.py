@@ -52,9 +52,7 @@ def matmul(x: jax.Array, w: jax.Array, config: ModelConfig) -> jax.Array:
     if takes_weights_left(config, x, w):
         # The barrier keeps wᵀ a transposed copy (which XLA hoists out of a decode loop);
         # without it XLA folds the transpose back into the product.
-        rows = math.prod(x.shape[:-1])
-        y = weights_left_matmul(x.reshape(rows, -1), jax.lax.optimization_barrier(w.T))
-        return y.reshape(*x.shape[:-1], w.shape[1])
+        return weights_left_matmul(x, jax.lax.optimization_barrier(w.T))
     if config.compute_dtype == F32:
         return jnp.dot(x, w, preferred_element_type=F32)
     return mixed_matmul(x, w)
@@ -68,12 +66,13 @@ FEW_ROWS, LARGE_WEIGHT = 64, 1 << 16
 def takes_weights_left(config: ModelConfig, x: jax.Array, w: jax.Array) -> bool:
     """Whether ``x (…, K)`` times the weight ``w`` runs as ``weights_left_matmul``: asked for
     by ``config.weights_left``, 2 to ``FEW_ROWS`` rows, at least ``LARGE_WEIGHT`` entries."""
-    return config.weights_left and 1 < math.prod(x.shape[:-1]) <= FEW_ROWS and \
-        w.size >= LARGE_WEIGHT
+    rows = math.prod(x.shape[:-1])
+    return config.weights_left and 1 < rows <= FEW_ROWS and w.size >= LARGE_WEIGHT
 
 
 def weights_left_matmul(x: jax.Array, w_t: jax.Array) -> jax.Array:
-    """``x (M, K) · w_tᵀ`` for ``w_t`` (N, K), computed as ``(w_t · xᵀ)ᵀ``, float32.
+    """``x (…, K) · w_tᵀ`` for ``w_t`` (N, K), computed as ``(w_t · xᵀ)ᵀ`` on the M rows of x
+    flattened, float32 (…, N).
 
     The same products, with the weight as the left operand and the (N, M) result
     transposed after a barrier (without it XLA folds the transpose back into the
@@ -81,5 +80,6 @@ def weights_left_matmul(x: jax.Array, w_t: jax.Array) -> jax.Array:
     cache, XLA:CPU runs this form 1.1–2.0× faster than ``x·W`` (``benchmarks/RESULTS.md``);
     at one row and at hundreds it is not faster.
     """
-    y = jax.lax.dot_general(w_t, x, (((1,), (1,)), ((), ())), preferred_element_type=F32)
-    return jax.lax.optimization_barrier(y).T
+    rows = x.reshape(-1, x.shape[-1])
+    y = jax.lax.dot_general(w_t, rows, (((1,), (1,)), ((), ())), preferred_element_type=F32)
+    return jax.lax.optimization_barrier(y).T.reshape(*x.shape[:-1], w_t.shape[0])

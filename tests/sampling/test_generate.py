@@ -146,7 +146,7 @@ def test_decode_steps_on_cpu_multiply_with_the_weight_as_left_operand():
     """``ModelConfig.weights_left`` on CPU: the compiled program holds its barriers (the
     decode steps' logits equal x·W's: tests/models/test_transformer.py)."""
     ids, mask = prompts()
-    model_config = CONFIG.replace(mlp_dim=1024)  # MLP weights past layers.LARGE_WEIGHT
+    model_config = CONFIG.replace(mlp_dim=1024)  # MLP weights past matmul.LARGE_WEIGHT
     text = _generate.lower(_params(model_config), ids, mask, jax.random.key(0),
                            model_config=model_config,
                            config=SamplingConfig(max_new_tokens=4)).as_text()
