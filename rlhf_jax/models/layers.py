@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from rlhf_jax.models.attention import grouped_attention
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.lora import a_init
-from rlhf_jax.models.matmul import matmul, takes_weights_left, weights_left_matmul
+from rlhf_jax.models.matmul import matmul
 from rlhf_jax.parallel import axes as ax
 
 F32 = jnp.float32
@@ -146,10 +146,7 @@ class Embed(nn.Module):
     def attend(self, h: jax.Array) -> jax.Array:
         cfg = self.config
         x, table = h.astype(cfg.compute_dtype), self.embedding.astype(cfg.compute_dtype)
-        if takes_weights_left(cfg, x, table):  # the table (V, D) is already Wᵀ
-            logits = weights_left_matmul(x, table)
-        else:
-            logits = jnp.einsum("BTD,VD->BTV", x, table, preferred_element_type=F32)
+        logits = matmul(x, table.T, cfg)
         if cfg.lora.adapts("embed"):
             low = jnp.einsum("BTD,RD->BTR", h, self.lora_b)
             logits = logits + cfg.lora.scale * jnp.einsum("BTR,VR->BTV", low, self.lora_a)

@@ -47,15 +47,25 @@ mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 def matmul(x: jax.Array, w: jax.Array, config: ModelConfig) -> jax.Array:
     """``x (…, K) · w (K, N)`` in the compute dtype, accumulated in float32 (with
-    ``config.weights_left``, a few rows as ``weights_left_matmul``)."""
+    ``config.weights_left``, a few rows as ``weights_left_matmul``).
+
+    The leading dims of x are flattened into one, so that the backward pass's weight
+    gradient ``xᵀ·g`` is one 2-D product over the M rows. With (B, T) kept apart, XLA:CPU
+    lays the cotangent g out transposed for it, a copy fused into g's producer (the SiLU's
+    backward, the log-softmax's) that runs as a strided loop: on an AVX2 CPU those copies
+    took a fifth of a `small` policy's forward and backward pass (``benchmarks/RESULTS.md``).
+    """
     x, w = x.astype(config.compute_dtype), w.astype(config.compute_dtype)
     if takes_weights_left(config, x, w):
         # The barrier keeps wᵀ a transposed copy (which XLA hoists out of a decode loop);
         # without it XLA folds the transpose back into the product.
         return weights_left_matmul(x, jax.lax.optimization_barrier(w.T))
+    rows = x.reshape(-1, x.shape[-1])
     if config.compute_dtype == F32:
-        return jnp.dot(x, w, preferred_element_type=F32)
-    return mixed_matmul(x, w)
+        y = jnp.dot(rows, w, preferred_element_type=F32)
+    else:
+        y = mixed_matmul(rows, w)
+    return y.reshape(*x.shape[:-1], w.shape[-1])
 
 
 # ``ModelConfig.weights_left`` sends at most this many rows through ``weights_left_matmul``,

@@ -11,7 +11,7 @@ import pytest
 from configs.models import PRESETS, get_config
 from rlhf_jax.models import (CausalLM, KVCache, ModelConfig, ScalarHeadModel, positions_from_segments,
                              unstack_layers)
-from rlhf_jax.models.matmul import weights_left_matmul
+from rlhf_jax.models.matmul import matmul, weights_left_matmul
 
 TOL = 1e-5
 
@@ -106,6 +106,33 @@ def test_weights_left_matmul_equals_a_numpy_product():
     y = weights_left_matmul(jnp.asarray(x), jnp.asarray(w.T))
     assert y.shape == (16, 80) and y.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(y), x @ w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_and_its_gradients_are_two_dimensional_products(dtype):
+    """x (B, T, K) · w: the value and both gradients equal NumPy's, and every product in the
+    forward and backward passes is 2-D, the rows (B·T) flattened (with (B, T) apart, XLA:CPU
+    transposes the cotangent for the weight gradient)."""
+    config, rng = tiny(dtype=dtype), np.random.RandomState(0)
+    x, w, g = rng.randn(3, 5, 48), rng.randn(48, 80), rng.randn(3, 5, 80)
+    f = lambda x, w: jnp.sum(matmul(x, w, config) * g)
+    value, grads = jax.value_and_grad(f, argnums=(0, 1))(jnp.asarray(x, jnp.float32),
+                                                       jnp.asarray(w, jnp.float32))
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == "float32" else dict(rtol=0.05, atol=0.5)
+    np.testing.assert_allclose(value, np.sum((x @ w) * g), **tol)
+    np.testing.assert_allclose(grads[0], g @ w.T, **tol)
+    np.testing.assert_allclose(grads[1], np.einsum("btk,btn->kn", x, g), **tol)
+    jaxpr = jax.make_jaxpr(jax.grad(f, argnums=(0, 1)))(x.astype(np.float32), w.astype(np.float32))
+    dots = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "dot_general"]
+    assert len(dots) == 3 and all(v.aval.ndim == 2 for e in dots for v in e.invars)
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr, those of its sub-jaxprs (custom_vjp, pjit) included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _equations(sub)
 
 
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])  # gpt2: the tied head (Embed.attend)
