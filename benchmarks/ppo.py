@@ -11,7 +11,9 @@ Random weights of the preset (``configs/models.py``): the policy and the referen
 same model, the reward model and the value function share its trunk with a new scalar head.
 Our side runs ``Rollout`` and ``ppo_update`` as ``run_ppo`` does; each is timed with
 ``block_until_ready``; the figure is the median over ``--iterations`` after ``--warmup``
-iterations (compilation excluded, reported separately). TRL runs ``benchmarks/ppo_peer.py`` in
+iterations (compilation excluded, reported separately); with ``--rounds`` N each side runs N
+times in turn, its figures are its median round's and ``speedup`` is the median of the ratios
+within each round (``benchmarks/rounds.py``). TRL runs ``benchmarks/ppo_peer.py`` in
 a subprocess on the same HF export of the weights, with ``--threads`` torch threads:
 
 * RLOO (TRL 1.16's ``RLOOTrainer``): 2 generations per prompt, so 32 episodes per iteration;
@@ -50,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from benchmarks import train_steps
+from benchmarks import rounds, train_steps
 from configs.models import get_config
 from rlhf_jax.checkpoints import export_hf
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
@@ -75,6 +77,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("new_tokens", 64, "tokens per response")
     flags.DEFINE_integer("iterations", 3, "timed iterations per side")
     flags.DEFINE_integer("warmup", 1, "untimed iterations after compilation")
+    flags.DEFINE_integer("rounds", 1, "times each side runs, in turn (benchmarks/rounds.py)")
     flags.DEFINE_integer("threads", 2, "torch threads")
     flags.DEFINE_list("peers", ["rloo", "ppo", "tunix"],
                       "beside ours: TRL's RLOOTrainer, TRL 1.12's PPOTrainer, Tunix's PPO learner")
@@ -196,16 +199,22 @@ def main(argv):
                 for peer in FLAGS.peers:
                     work = Iteration(FLAGS.prompts, FLAGS.prompt_len, FLAGS.new_tokens,
                                      2 if peer == "rloo" else 1, FLAGS.value, old_logprobs)
-                    ours = time_ours(config, policy, reward, work, FLAGS.iterations, FLAGS.warmup)
+                    runners = {"ours": functools.partial(time_ours, config, policy, reward, work,
+                                                         FLAGS.iterations, FLAGS.warmup)}
                     if FLAGS.skip_peers or (peer == "tunix" and dtype != "float32"):
-                        theirs = {}
+                        pass
                     elif peer == "tunix":
-                        theirs = time_tunix(config)
+                        runners["theirs"] = functools.partial(time_tunix, config)
                     else:
-                        theirs = time_peer(peer, directory, dtype)
+                        runners["theirs"] = functools.partial(time_peer, peer, directory, dtype)
+                    runs = rounds.alternate(runners, FLAGS.rounds)
+                    ours = rounds.median_round(runs["ours"], "iteration_s")
+                    theirs = (rounds.median_round(runs["theirs"], "seconds_per_iteration")
+                              if "theirs" in runs else {})
                     row[peer] = dict(ours=ours, theirs=theirs)
                     if "seconds_per_iteration" in theirs:
-                        row[peer]["speedup"] = theirs["seconds_per_iteration"] / ours["iteration_s"]
+                        row[peer]["speedup"] = rounds.paired_ratio(
+                            runs["ours"], runs["theirs"], "iteration_s", "seconds_per_iteration")
                     print(json.dumps(dict(model=preset, dtype=dtype, peer=peer, value=FLAGS.value,
                                           old_logprobs=old_logprobs, **row[peer])),
                           flush=True)

@@ -27,13 +27,16 @@ bf16 compute with float32 accumulation and float32 master weights for us, ``bf16
 (``torch.autocast`` bfloat16) for TRL. Our step time is the median after compilation
 (``block_until_ready``); TRL's is the median of ``on_step_begin`` → ``on_step_end`` (data
 loading and logging fall outside), Tunix's the median of its jitted step, all after
-``--warmup`` steps. GFLOP/s counts the same model FLOPs on every side: 3 × forward (backward
+``--warmup`` steps. With ``--rounds`` N, every side runs N times in turn and each figure is
+its median round's; a ratio is the median of the ratios within each round
+(``benchmarks/rounds.py``: on a shared VM the neighbours' load moves a run by tens of percent).
+GFLOP/s counts the same model FLOPs on every side: 3 × forward (backward
 ≈ 2 × forward), forward per token from ``ModelConfig.flops_per_token`` (the reward model swaps
 the LM head for its scalar head, and needs its last layer at the last token only: ``step_gflop``),
 compared with the matmul peak of the step's dtype from
 ``benchmarks.matmul`` (``--peak_gflops``, or measured here when 0). The last line printed is
-one JSON object with every figure; ``ours_over_peer`` holds the ratios (peer's step time over
-ours: above 1, we are faster).
+one JSON object with every figure (``step_s_rounds``: each round's); ``ours_over_peer`` holds
+the ratios (peer's step time over ours: above 1, we are faster).
 
 TRL's SFT step does some work beyond that: its chunked LM head also computes the entropy and
 top-1 accuracy over the vocabulary (for its logs) and recomputes the logits in the backward.
@@ -56,7 +59,7 @@ import numpy as np
 from absl import app, flags
 from flax.training.train_state import TrainState
 
-from benchmarks import matmul
+from benchmarks import matmul, rounds
 from configs.models import get_config
 from rlhf_jax.checkpoints.llama import config_to_hf
 from rlhf_jax.checkpoints.tokenizer import byte_tokenizer
@@ -79,6 +82,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("prompt", 64, "prompt tokens of an SFT row (no loss on them)")
     flags.DEFINE_integer("steps", 10, "timed steps per side")
     flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
+    flags.DEFINE_integer("rounds", 1, "times each side runs, in turn (benchmarks/rounds.py)")
     flags.DEFINE_integer("threads", 2, "torch threads")
     flags.DEFINE_float("peak_gflops", 0.0,
                        "matmul peak of the dtypes (0: measure each with benchmarks.matmul)")
@@ -252,11 +256,15 @@ def main(_):
             for stage, batch in batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt).items():
                 if stage not in FLAGS.stages:
                     continue
-                sides = {"ours": ours(config, stage, batch, FLAGS.steps, FLAGS.warmup)}
+                runners = {"ours": functools.partial(ours, config, stage, batch, FLAGS.steps,
+                                                     FLAGS.warmup)}
                 if "trl" in peers and stage in PEER_STAGES["trl"]:
-                    sides["trl"] = trl_side(config, stage, batch, dtype == "bfloat16")
+                    runners["trl"] = functools.partial(trl_side, config, stage, batch,
+                                                       dtype == "bfloat16")
                 if "tunix" in peers and stage in PEER_STAGES["tunix"] and dtype == "float32":
-                    sides["tunix"] = tunix_side(config, stage)
+                    runners["tunix"] = functools.partial(tunix_side, config, stage)
+                runs = rounds.alternate(runners, FLAGS.rounds)
+                sides = {side: rounds.median_round(r, "step_s") for side, r in runs.items()}
                 for side, r in sides.items():
                     r.update(model=name, dtype=dtype, stage=stage, side=side)
                     if "error" in r:
@@ -266,7 +274,7 @@ def main(_):
                     rows.append(r)
                 for peer in (p for p in sides if p != "ours" and "error" not in sides[p]):
                     key = f"{name}/{dtype}/{stage}/{peer}"
-                    ratios[key] = sides[peer]["step_s"] / sides["ours"]["step_s"]
+                    ratios[key] = rounds.paired_ratio(runs["ours"], runs[peer], "step_s", "step_s")
                     print(f"{name:6s} {dtype:8s} {stage:3s} ours/{peer} {ratios[key]:.2f}x")
     versions = dict(jax=jax.__version__)
     if "trl" in peers:
@@ -276,7 +284,7 @@ def main(_):
         versions.update(torch=torch.__version__, transformers=transformers.__version__,
                         trl=trl.__version__)
     print(json.dumps(dict(batch=FLAGS.batch, seq=FLAGS.seq, prompt=FLAGS.prompt, steps=FLAGS.steps,
-                          warmup=FLAGS.warmup, threads=FLAGS.threads, peak_gflops=peaks,
+                          warmup=FLAGS.warmup, rounds=FLAGS.rounds, threads=FLAGS.threads, peak_gflops=peaks,
                           device=jax.devices()[0].device_kind, rows=rows, ours_over_peer=ratios,
                           **versions)))
 

@@ -11,6 +11,7 @@ tier, so a new test file must be placed here.
 TIERS = {
     "unit": """
         test_files.py test_layers.py test_readme.py test_tiers.py benchmarks/test_max_length.py
+        benchmarks/test_rounds.py
         checkpoints/test_errors.py checkpoints/test_gguf.py checkpoints/test_hf_parity.py
         checkpoints/test_lora_export.py checkpoints/test_smollm2.py checkpoints/test_train_state.py
         data/test_collate.py data/test_importers.py data/test_loaders.py

@@ -52,11 +52,12 @@ def test_benchmark_runs_at_tiny_shapes(name):
         assert [(r["stage"], r["side"]) for r in out["rows"]] == [
             ("sft", "ours"), ("rm", "ours"), ("dpo", "ours")]
         assert all(positive(r["step_s"]) and r["last_loss"] < r["first_loss"]
-                   for r in out["rows"])
+                   and r["step_s_rounds"] == [r["step_s"]] for r in out["rows"])
     elif name == "ppo":
         ours = out[0]["ppo"]["ours"]
         assert positive(ours["generate_s"], ours["score_s"], ours["train_s"])
         assert ours["iteration_s"] >= ours["generate_s"] + ours["score_s"] + ours["train_s"]
+        assert ours["iteration_s_rounds"] == [ours["iteration_s"]]
     elif name == "accelerator":
         for part in ("forward", "sft", "rm"):
             assert positive(out[part]["tokens_per_s"], out[part]["mfu"])
