@@ -284,7 +284,8 @@ def main(_):
         versions.update(torch=torch.__version__, transformers=transformers.__version__,
                         trl=trl.__version__)
     print(json.dumps(dict(batch=FLAGS.batch, seq=FLAGS.seq, prompt=FLAGS.prompt, steps=FLAGS.steps,
-                          warmup=FLAGS.warmup, rounds=FLAGS.rounds, threads=FLAGS.threads, peak_gflops=peaks,
+                          warmup=FLAGS.warmup, rounds=FLAGS.rounds, threads=FLAGS.threads,
+                          peak_gflops=peaks,
                           device=jax.devices()[0].device_kind, rows=rows, ours_over_peer=ratios,
                           **versions)))
 

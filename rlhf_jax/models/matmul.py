@@ -52,8 +52,8 @@ def matmul(x: jax.Array, w: jax.Array, config: ModelConfig) -> jax.Array:
     The leading dims of x are flattened into one, so that the backward pass's weight
     gradient ``xᵀ·g`` is one 2-D product over the M rows. With (B, T) kept apart, XLA:CPU
     lays the cotangent g out transposed for it, a copy fused into g's producer (the SiLU's
-    backward, the log-softmax's) that runs as a strided loop: on an AVX2 CPU those copies
-    took a fifth of a `small` policy's forward and backward pass (``benchmarks/RESULTS.md``).
+    backward, the log-softmax's) that runs as a strided loop: on an AVX2 CPU those copies took
+    17% of a `small` policy's profiled forward and backward pass (``benchmarks/RESULTS.md``).
     """
     x, w = x.astype(config.compute_dtype), w.astype(config.compute_dtype)
     if takes_weights_left(config, x, w):
