@@ -36,7 +36,7 @@ setup(
         # The notebooks are executed by the tests (nbclient, in an ipykernel kernel).
         # filelock: the xdist workers share one run of the micro pipeline (tests/conftest.py).
         # peft: the LoRA export tests load our adapters with PEFT.
-        "test": ["pytest>=8", "pytest-xdist>=3", "filelock>=3.12", "torch==2.13.0",
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "filelock>=3.12", "torch==2.13.0",
                  "accelerate>=1.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
                  "peft==0.21.2"],
         # benchmarks/train_steps.py runs TRL's trainers side by side with ours (memory.py: + PEFT).
