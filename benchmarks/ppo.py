@@ -201,11 +201,9 @@ def main(argv):
                                      2 if peer == "rloo" else 1, FLAGS.value, old_logprobs)
                     runners = {"ours": functools.partial(time_ours, config, policy, reward, work,
                                                          FLAGS.iterations, FLAGS.warmup)}
-                    if FLAGS.skip_peers or (peer == "tunix" and dtype != "float32"):
-                        pass
-                    elif peer == "tunix":
+                    if peer == "tunix" and dtype == "float32" and not FLAGS.skip_peers:
                         runners["theirs"] = functools.partial(time_tunix, config)
-                    else:
+                    elif peer != "tunix" and not FLAGS.skip_peers:
                         runners["theirs"] = functools.partial(time_peer, peer, directory, dtype)
                     runs = rounds.alternate(runners, FLAGS.rounds)
                     ours = rounds.median_round(runs["ours"], "iteration_s")

@@ -2,10 +2,10 @@
 
 On a shared VM the neighbours' load comes and goes within minutes: our `small` RM step, timed
 by three runs of ``benchmarks.train_steps`` within a quarter of an hour, took 9.36, 5.40 and
-6.43 s. A comparison that times one side and then the
-other can then measure the neighbours, not the sides. With ``rounds`` > 1 every side runs once
-per round, in turn, so a slow spell falls on both sides of at least one pair, and the ratio
-reported is the median over rounds of the ratio within each round::
+6.43 s. A comparison that times one side and then the other can then measure the neighbours,
+not the sides. With ``rounds`` > 1 every side runs once per round, in turn, so a slow spell
+falls on both sides of at least one pair, and the ratio reported is the median over rounds of
+the ratio within each round::
 
     ratio = median_r ( peer_time_r / our_time_r )
 

@@ -30,13 +30,13 @@ loading and logging fall outside), Tunix's the median of its jitted step, all af
 ``--warmup`` steps. With ``--rounds`` N, every side runs N times in turn and each figure is
 its median round's; a ratio is the median of the ratios within each round
 (``benchmarks/rounds.py``: on a shared VM the neighbours' load moves a run by tens of percent).
-GFLOP/s counts the same model FLOPs on every side: 3 × forward (backward
-≈ 2 × forward), forward per token from ``ModelConfig.flops_per_token`` (the reward model swaps
-the LM head for its scalar head, and needs its last layer at the last token only: ``step_gflop``),
-compared with the matmul peak of the step's dtype from
-``benchmarks.matmul`` (``--peak_gflops``, or measured here when 0). The last line printed is
-one JSON object with every figure (``step_s_rounds``: each round's); ``ours_over_peer`` holds
-the ratios (peer's step time over ours: above 1, we are faster).
+GFLOP/s counts the same model FLOPs on every side: 3 × forward (backward ≈ 2 × forward),
+forward per token from ``ModelConfig.flops_per_token`` (the reward model swaps the LM head for
+its scalar head, and needs its last layer at the last token only: ``step_gflop``), compared
+with the matmul peak of the step's dtype from ``benchmarks.matmul`` (``--peak_gflops``, or
+measured here when 0). The last line printed is one JSON object with every figure
+(``step_s_rounds``: each round's); ``ours_over_peer`` holds the ratios (peer's step time over
+ours: above 1, we are faster).
 
 TRL's SFT step does some work beyond that: its chunked LM head also computes the entropy and
 top-1 accuracy over the vocabulary (for its logs) and recomputes the logits in the backward.
