@@ -131,8 +131,8 @@ def main(_):
               f"{r['gflops_per_s'] / 1e3:8.2f} TFLOP/s{share}")
     print(f"{FLAGS.model} {FLAGS.dtype} generate {result['generate']['new_tokens_per_s']:.0f} "
           f"new tokens/s; PPO iteration {result['ppo']['iteration_s']:.3f} s "
-          f"(gen {result['ppo']['generate_s']:.3f} / score {result['ppo']['score_s']:.3f} / "
-          f"train {result['ppo']['train_s']:.3f})")
+          f"(gen {result['ppo']['generate_s']:.3f} / score and train "
+          f"{result['ppo']['score_train_s']:.3f})")
     print(json.dumps(dict(
         result, model=FLAGS.model, dtype=FLAGS.dtype, attention=config.attention,
         remat_policy=FLAGS.remat_policy, batch=FLAGS.batch, seq=FLAGS.seq,

@@ -9,8 +9,10 @@ with no stop token (every response is 64 tokens), scoring (policy, value, refere
 forward passes, KL-shaped rewards, GAE) and one PPO epoch over the batch in one minibatch.
 Random weights of the preset (``configs/models.py``): the policy and the reference are the
 same model, the reward model and the value function share its trunk with a new scalar head.
-Our side runs ``Rollout`` and ``ppo_update`` as ``run_ppo`` does; each is timed with
-``block_until_ready``; the figure is the median over ``--iterations`` after ``--warmup``
+Our side runs as ``run_ppo`` does: the sampler, then scoring and the update in one program
+(``scored_ppo_update``: one epoch of one minibatch, whose first update's forward pass is
+scoring's), or with ``--nofuse_scoring`` ``Rollout`` and ``ppo_update`` apart; each call is
+timed with ``block_until_ready``; the figure is the median over ``--iterations`` after ``--warmup``
 iterations (compilation excluded, reported separately); with ``--rounds`` N each side runs N
 times in turn, its figures are its median round's and ``speedup`` is the median of the ratios
 within each round (``benchmarks/rounds.py``). TRL runs ``benchmarks/ppo_peer.py`` in
@@ -22,9 +24,10 @@ a subprocess on the same HF export of the weights, with ``--threads`` torch thre
 * Tunix (Google's JAX library: its PPO learner with a separate critic and reward model, in
   its own virtualenv, ``benchmarks/tunix_peer.py --stage=ppo``): 16 episodes, float32 only.
 
-``--old_logprobs``: ``PPOConfig.old_logprobs``; ``auto`` takes the sampler's log-probs in
-float32 (equal to the forward pass's within 1e-5, and what TRL's PPOTrainer does: its old
-log-probs come from ``generate``'s scores) and runs the exact forward pass in bfloat16.
+``--old_logprobs`` (two programs only; one program takes them from its own forward pass):
+``PPOConfig.old_logprobs``; ``auto`` takes the sampler's log-probs in float32 (equal to the
+forward pass's within 1e-5, and what TRL's PPOTrainer does: its old log-probs come from
+``generate``'s scores) and runs the exact forward pass in bfloat16.
 
 ``--value=reward`` (the default, the paper's) trains a separate value model; RLOO has none, so
 ``--value=shared`` (a value head on the policy trunk) times ours with RLOO's amount of work.
@@ -60,7 +63,7 @@ from rlhf_jax.models import CausalLM, ModelConfig, ScalarHeadModel
 from rlhf_jax.sampling import SamplingConfig
 from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
 from rlhf_jax.train.optim import OptimizerConfig
-from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update
+from rlhf_jax.train.ppo import init_ppo_state, ppo_optimizer, ppo_update, scored_ppo_update
 from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout, reward_model_fn
 
@@ -88,6 +91,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("old_logprobs", "auto", ["auto", "forward", "sampler"],
                       "PPOConfig.old_logprobs; auto: the sampler's in float32 (equal to rounding), "
                       "a forward pass in bfloat16")
+    flags.DEFINE_bool("fuse_scoring", True, "PPOConfig.fuse_scoring: scoring and the update in "
+                      "one program (one forward pass of policy and value fewer)")
     flags.DEFINE_bool("skip_peers", False, "time our side only (no TRL, no Tunix)")
     flags.DEFINE_string("peer_ppo_python", "/work/venvs/trl_ppo/bin/python",
                         "interpreter of the virtualenv with the older TRL that has PPOTrainer")
@@ -116,12 +121,16 @@ class Iteration:
     generations: int = 1
     value: str = "reward"
     old_logprobs: str = "forward"
+    fuse_scoring: bool = True
 
 
 def time_ours(config, policy, reward, work: Iteration, iterations: int, warmup: int) -> dict:
     """Median seconds of our iteration over ``iterations`` after the first (compiling) one and
-    ``warmup`` more, split into generation, scoring and training."""
-    settings = PPOConfig(minibatches=1, epochs=1, old_logprobs=work.old_logprobs)
+    ``warmup`` more, split into generation and scoring with training (``score_train_s``: one
+    program, ``scored_ppo_update``), and with ``fuse_scoring=False`` scoring and training apart
+    (``score_s``, ``train_s``, two programs)."""
+    settings = PPOConfig(minibatches=1, epochs=1, old_logprobs=work.old_logprobs,
+                         fuse_scoring=work.fuse_scoring)
     shared = work.value == "shared"
     actor_critic = ActorCritic(CausalLM(config), None if shared else ScalarHeadModel(config))
     sampling = SamplingConfig(max_new_tokens=work.new_tokens, pad_token=0,
@@ -136,20 +145,33 @@ def time_ours(config, policy, reward, work: Iteration, iterations: int, warmup: 
     reference = jax.tree.map(jnp.copy, policy)
     update = jax.jit(functools.partial(ppo_update, models=actor_critic, config=settings),
                      donate_argnums=0)
+    scored_update = jax.jit(functools.partial(
+        scored_ppo_update, models=actor_critic, reference=rollout.reference,
+        reward_fn=rollout.reward_fn, config=settings, stop_tokens=sampling.stop_tokens),
+        donate_argnums=0)
     ids = np.random.RandomState(0).randint(0, 256, (work.prompts, work.prompt_len))
     ids = np.repeat(ids, work.generations, axis=0).astype(np.int32)
     mask = np.ones_like(ids)
     rows = []
     for i in range(1 + warmup + iterations):
         began = time.perf_counter()
-        experience, metrics = rollout(state.train.params, reference, reward, ids, mask,
-                                      jax.random.key(i), state.kl_coef)
-        trained = time.perf_counter()
-        state, _ = update(state, experience, None, jax.random.key(1000 + i))
+        if settings.scores_in_update:
+            samples, generate_s = rollout.sample(state.train.params, ids, mask, jax.random.key(i))
+            state, _, _ = scored_update(state, reference, reward, samples, None,
+                                        jax.random.key(1000 + i))
+            row = dict(generate_s=generate_s)
+        else:
+            experience, metrics = rollout(state.train.params, reference, reward, ids, mask,
+                                          jax.random.key(i), state.kl_coef)
+            trained = time.perf_counter()
+            state, _ = update(state, experience, None, jax.random.key(1000 + i))
+            jax.block_until_ready(state)
+            row = dict(generate_s=metrics["generate_s"], score_s=metrics["score_s"],
+                       train_s=time.perf_counter() - trained)
         jax.block_until_ready(state)
-        rows.append(dict(generate_s=metrics["generate_s"], score_s=metrics["score_s"],
-                         train_s=time.perf_counter() - trained,
-                         iteration_s=time.perf_counter() - began))
+        row["iteration_s"] = time.perf_counter() - began
+        row["score_train_s"] = row["iteration_s"] - row["generate_s"]
+        rows.append(row)
     timed = rows[1 + warmup:]
     out = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
     out["first_iteration_s"] = rows[0]["iteration_s"]  # compilation included
@@ -198,7 +220,8 @@ def main(argv):
                     old_logprobs = "sampler" if dtype == "float32" else "forward"
                 for peer in FLAGS.peers:
                     work = Iteration(FLAGS.prompts, FLAGS.prompt_len, FLAGS.new_tokens,
-                                     2 if peer == "rloo" else 1, FLAGS.value, old_logprobs)
+                                     2 if peer == "rloo" else 1, FLAGS.value, old_logprobs,
+                                     FLAGS.fuse_scoring)
                     runners = {"ours": functools.partial(time_ours, config, policy, reward, work,
                                                          FLAGS.iterations, FLAGS.warmup)}
                     if peer == "tunix" and dtype == "float32" and not FLAGS.skip_peers:
@@ -214,7 +237,8 @@ def main(argv):
                         row[peer]["speedup"] = rounds.paired_ratio(
                             runs["ours"], runs["theirs"], "iteration_s", "seconds_per_iteration")
                     print(json.dumps(dict(model=preset, dtype=dtype, peer=peer, value=FLAGS.value,
-                                          old_logprobs=old_logprobs, **row[peer])),
+                                          old_logprobs=old_logprobs,
+                                          fuse_scoring=FLAGS.fuse_scoring, **row[peer])),
                           flush=True)
             results.append(row)
     print(json.dumps(results))

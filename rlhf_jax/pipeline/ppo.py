@@ -51,7 +51,8 @@ from rlhf_jax.rl.kl import KLController
 from rlhf_jax.sampling import SamplingConfig
 from rlhf_jax.train.actor_critic import ActorCritic, shared_value_head
 from rlhf_jax.train.optim import OptimizerConfig
-from rlhf_jax.train.ppo import PPOState, init_ppo_state, ppo_optimizer, ppo_update
+from rlhf_jax.train.ppo import (PPOState, init_ppo_state, ppo_optimizer, ppo_update,
+                                scored_ppo_update)
 from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout, reward_model_fn, token_count_fn
 
@@ -97,16 +98,30 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
                           reward_fn, settings, _sampling(config, tokenizer))
         update = partitioner.jit(functools.partial(ppo_update, models=models, config=settings),
                                  donate_argnums=0)
+        scored_update = partitioner.jit(functools.partial(
+            scored_ppo_update, models=models, reference=rollout.reference, reward_fn=reward_fn,
+            config=settings, stop_tokens=rollout.sampling.stop_tokens), donate_argnums=0)
         use_ptx = settings.ptx_coef > 0
 
         def iteration(state, batch, rng):
             rng = jax.random.fold_in(rng, state.iteration)
+            ptx = batch["ptx"] if use_ptx else None
+            if settings.scores_in_update:  # one program scores and updates: score_train_s
+                samples, generate_s = rollout.sample(full(state.train.params),
+                                                     batch["prompt_ids"], batch["prompt_mask"],
+                                                     jax.random.fold_in(rng, 0))
+                began = time.perf_counter()
+                state, _, metrics = scored_update(state, reference, reward_params, samples, ptx,
+                                                  jax.random.fold_in(rng, 1), frozen)
+                jax.block_until_ready(state)
+                return state, dict(metrics, generate_s=generate_s,
+                                   score_train_s=time.perf_counter() - began)
             experience, metrics = rollout(full(state.train.params), reference, reward_params,
                                           batch["prompt_ids"], batch["prompt_mask"],
                                           jax.random.fold_in(rng, 0), state.kl_coef)
             began = time.perf_counter()
-            state, update_metrics = update(state, experience, batch["ptx"] if use_ptx else None,
-                                           jax.random.fold_in(rng, 1), frozen)
+            state, update_metrics = update(state, experience, ptx, jax.random.fold_in(rng, 1),
+                                           frozen)
             jax.block_until_ready(state)
             metrics.update(update_metrics, train_s=time.perf_counter() - began)
             return state, metrics

@@ -64,6 +64,13 @@ def accumulated_update(state: TrainState, batch, rng: jax.Array, loss_terms: Los
                  jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
         (grads, loss_sum, count, sums), _ = jax.lax.scan(body, zeros,
                                                          (micro, jnp.arange(microbatches)))
+    return apply_summed_gradients(state, grads, loss_sum, count, sums)
+
+
+def apply_summed_gradients(state: TrainState, grads, loss_sum: jax.Array, count: jax.Array,
+                           sums: dict) -> tuple[TrainState, dict]:
+    """The optimizer update from ``grads = ∇Σ loss_sum`` and ``count`` (the gradient of
+    ``Σ loss_sum / Σ count``), with ``accumulated_update``'s metrics."""
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     # TrainState.apply_gradients, keeping the optimizer's updates for their norm

@@ -38,6 +38,15 @@ class PPOConfig:
     # ratio is 1 at the first update), or "sampler", the sampler's own log-probs, which skips
     # that pass (equal to float32 rounding; in bf16 compute the two passes round differently)
     old_logprobs: str = "forward"
+    # with one minibatch of one microbatch, score the episodes and take the first update in one
+    # program whose backward pass reuses scoring's policy and value forward pass (the same
+    # update, one forward pass fewer; log π_old from that pass); False: two programs
+    fuse_scoring: bool = True
+
+    @property
+    def scores_in_update(self) -> bool:
+        """Whether scoring and the update run as one program (``train.ppo.scored_ppo_update``)."""
+        return self.fuse_scoring and self.minibatches == 1 and self.microbatches == 1
 
     @property
     def critic(self) -> bool:

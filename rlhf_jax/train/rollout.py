@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax.struct
 import jax
@@ -71,16 +71,18 @@ class Experience:
 
 def score_samples(params, ref_params, reward_params, samples: Samples, kl_coef: jax.Array, *,
                   models: ActorCritic, reference: CausalLM, reward_fn: RewardFn,
-                  config: PPOConfig, stop_tokens: tuple[int, ...]) -> tuple[Experience, dict]:
+                  config: PPOConfig, stop_tokens: tuple[int, ...],
+                  outputs: Optional[tuple] = None) -> tuple[Experience, dict]:
     """``(experience, metrics)`` of sampled responses; metrics are batch means (per episode or per
     valid token) of the score, KL (k1, k3 and exact), entropy, length and value fit, and
     ``nonfinite/<quantity>``: how many of the batch's ``episodes`` hold a NaN or infinity in the
-    RM scores, log-probs, reference log-probs, values or advantages (over response tokens)."""
+    RM scores, log-probs, reference log-probs, values or advantages (over response tokens).
+    ``outputs``: the policy and value forward pass ``(logits, values)``, if already taken."""
     p = samples.prompt_length
     mask = samples.response_mask.astype(jnp.float32)
-    forward = config.old_logprobs == "forward"
-    logits, values = models.response_outputs(params, samples.sequences, samples.sequence_mask, p,
-                                              logits=forward)
+    forward = outputs is not None or config.old_logprobs == "forward"
+    logits, values = outputs or models.response_outputs(
+        params, samples.sequences, samples.sequence_mask, p, logits=forward)
     logprobs = token_logprobs(logits, samples.response) if forward else samples.raw_logprobs
     ref_logits = reference.apply({"params": ref_params}, samples.sequences,
                                  attention_mask=samples.sequence_mask,
@@ -185,13 +187,18 @@ class Rollout:
     def policy_config(self) -> ModelConfig:
         return self.models.policy.config
 
-    def __call__(self, params, ref_params, reward_params, prompt_ids, prompt_mask, rng,
-                 kl_coef) -> tuple[Experience, dict]:
+    def sample(self, params, prompt_ids, prompt_mask, rng) -> tuple[Samples, float]:
+        """``(samples, seconds)``: the policy's responses, as the rollout samples them."""
         began = time.perf_counter()
         samples = jax.block_until_ready(generate(self.policy_config, params["policy"], prompt_ids,
                                                  prompt_mask, rng, self.sampling))
+        return samples, time.perf_counter() - began
+
+    def __call__(self, params, ref_params, reward_params, prompt_ids, prompt_mask, rng,
+                 kl_coef) -> tuple[Experience, dict]:
+        samples, generate_s = self.sample(params, prompt_ids, prompt_mask, rng)
         generated = time.perf_counter()
         experience, metrics = jax.block_until_ready(
             self._score(params, ref_params, reward_params, samples, kl_coef))
-        return experience, dict(metrics, generate_s=generated - began,
+        return experience, dict(metrics, generate_s=generate_s,
                                 score_s=time.perf_counter() - generated)
