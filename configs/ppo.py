@@ -70,7 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  advantage="gae", samples_per_prompt=1,
                  loss_aggregation="token",  # or "sequence": each response's mean counts once
                  # "sampler": log π_old from the sampler, no policy forward pass at scoring
-                 old_logprobs="forward")
+                 old_logprobs="forward",
+                 # one minibatch of one microbatch: scoring and the update in one program that
+                 # shares the policy and value forward pass (scored_ppo_update); false: two
+                 fuse_scoring=True)
     c.kl = dict(init_coef=0.02, target=0.0, horizon=10000)  # target > 0: adaptive β
     c.warmup_iterations = 10  # linear LR warmup, then constant
     c.optimizer = dict(learning_rate=9.65e-6, final_fraction=1.0, b1=0.9, b2=0.95,

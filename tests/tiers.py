@@ -27,6 +27,7 @@ TIERS = {
         rl/test_critic_free.py rl/test_objectives.py rl/test_ppo_maths.py rl/test_preference.py
         sampling/test_filters.py sampling/test_generate.py sampling/test_hf_generate.py
         train/test_dpo.py train/test_lora_steps.py train/test_optim.py train/test_ppo.py
+        train/test_scored_update.py
         train/test_steps.py
     """,
     "stage": """
