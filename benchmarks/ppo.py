@@ -157,8 +157,8 @@ def time_ours(config, policy, reward, work: Iteration, iterations: int, warmup: 
         began = time.perf_counter()
         if settings.scores_in_update:
             samples, generate_s = rollout.sample(state.train.params, ids, mask, jax.random.key(i))
-            state, _, _ = scored_update(state, reference, reward, samples, None,
-                                        jax.random.key(1000 + i))
+            state, _, _ = jax.block_until_ready(scored_update(
+                state, reference, reward, samples, None, jax.random.key(1000 + i)))
             row = dict(generate_s=generate_s)
         else:
             experience, metrics = rollout(state.train.params, reference, reward, ids, mask,
@@ -168,7 +168,6 @@ def time_ours(config, policy, reward, work: Iteration, iterations: int, warmup: 
             jax.block_until_ready(state)
             row = dict(generate_s=metrics["generate_s"], score_s=metrics["score_s"],
                        train_s=time.perf_counter() - trained)
-        jax.block_until_ready(state)
         row["iteration_s"] = time.perf_counter() - began
         row["score_train_s"] = row["iteration_s"] - row["generate_s"]
         rows.append(row)

@@ -8,7 +8,9 @@ the reference policy, the reward function, the KL-shaped rewards and GAE. With
 token (the same model at temperature 1, unfiltered) and the policy's forward pass is
 skipped; the exact KL and entropy metrics, which need its logits, are then not reported.
 The four models are separate parameter trees on one mesh; the reference and
-the reward model are only read.
+the reward model are only read. With one minibatch, ``train.ppo.scored_ppo_update``
+calls ``score_samples`` inside the update's program, handing it the forward pass
+(``outputs``) that the first update's backward pass reuses.
 """
 
 from __future__ import annotations
