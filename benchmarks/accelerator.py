@@ -26,17 +26,23 @@ on CPU (a test does, so that it keeps working). The last line printed is one JSO
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from typing import Optional
 
-import jax
-import numpy as np
-from absl import app, flags
+# The PPO iteration holds a trained policy and value model (float32 master weights and AdamW
+# state) beside the reference and reward models: at 1B it needs about 110 GB, more than XLA's
+# default share (75%) of a 141 GB GPU. Set before jax starts its backend.
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
-from benchmarks import forward, generate, ppo, train_steps
-from configs.models import get_config
-from rlhf_jax.models import ModelConfig
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from benchmarks import forward, generate, ppo, train_steps  # noqa: E402
+from configs.models import get_config  # noqa: E402
+from rlhf_jax.models import ModelConfig  # noqa: E402
 
 # Dense bf16 peaks in TFLOP/s, per chip, by a substring of ``jax.devices()[0].device_kind``;
 # the more specific names first.
@@ -84,10 +90,19 @@ def model_config() -> ModelConfig:
     return ModelConfig.from_dict(dict(preset, attention=attention))
 
 
+class Parts(dict):
+    """The measurements so far; each part is printed as one line when it lands, so a run that
+    stops early (a time limit, a device out of memory) still leaves what it measured."""
+
+    def __setitem__(self, part: str, result) -> None:
+        super().__setitem__(part, result)
+        print(f"{part}: {json.dumps(result)}", flush=True)
+
+
 def measure(config: ModelConfig, peak: Optional[float]) -> dict:
     """Every measurement of the module docstring, as one dict of dicts."""
     mfu = (lambda gflops: gflops / (peak * 1e3)) if peak else (lambda gflops: None)  # noqa: E731
-    out = {}
+    out = Parts()
     began = time.perf_counter()
     fwd = forward.measure(config, FLAGS.batch, FLAGS.seq, FLAGS.steps)
     out["forward"] = dict(tokens_per_s=fwd["tokens_per_s"], gflops_per_s=fwd["gflops_per_s"],
@@ -108,8 +123,13 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
                          old_logprobs="sampler" if FLAGS.dtype == "float32" else "forward")
     out["ppo"] = dict(ppo.time_ours(config, policy, reward, work, FLAGS.ppo_iterations, 0),
                       old_logprobs=work.old_logprobs)
-    out["wall_s"] = time.perf_counter() - began
-    return out
+    return dict(out, wall_s=time.perf_counter() - began)
+
+
+def retry_with_xla(config: ModelConfig, error: Exception) -> bool:
+    """Whether a failed run is measured again with XLA's attention: only a cuDNN run that did not
+    run out of memory (XLA's attention needs more memory, not less)."""
+    return config.attention == "cudnn" and "RESOURCE_EXHAUSTED" not in str(error)
 
 
 def main(_):
@@ -119,7 +139,7 @@ def main(_):
     try:
         result = measure(config, peak)
     except Exception as e:  # noqa: BLE001 — cuDNN attention fails on an unsupported device
-        if config.attention != "cudnn":
+        if not retry_with_xla(config, e):
             raise
         print(f"cuDNN attention failed ({type(e).__name__}: {str(e)[:300]}); measuring with xla")
         config = config.replace(attention="xla")

@@ -29,12 +29,13 @@ RUNS = {
 }
 
 
-def run(name: str) -> object:
+def run(name: str) -> list[str]:
+    """The lines the benchmark printed; the last is its JSON object."""
     script = name.removesuffix("_cudnn").removesuffix("_two_programs")
     done = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *RUNS[name]], cwd=ROOT,
                           env=environment(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout.strip().splitlines()
 
 
 def positive(*values) -> bool:
@@ -43,7 +44,8 @@ def positive(*values) -> bool:
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_benchmark_runs_at_tiny_shapes(name):
-    out = run(name)
+    lines = run(name)
+    out = json.loads(lines[-1])
     if name == "matmul":
         assert positive(out["float32_peak_gflops"], out["bfloat16_f32acc_peak_gflops"])
     elif name == "forward":
@@ -70,8 +72,25 @@ def test_benchmark_runs_at_tiny_shapes(name):
             assert positive(out[part]["tokens_per_s"], out[part]["mfu"])
         assert positive(out["generate"]["new_tokens_per_s"], out["ppo"]["iteration_s"])
         assert out["model"] == "tiny" and out["backend"] == "cpu" and "cudnn_error" not in out
+        # Each part was printed when it landed, so a run cut short keeps what it measured.
+        printed = dict(line.split(": ", 1) for line in lines[:-1] if ": {" in line)
+        for part in ("forward", "sft", "rm", "generate", "ppo"):
+            assert json.loads(printed[part]) == out[part]
     elif name == "accelerator_cudnn":
         assert out["attention"] == "xla" and out["cudnn_error"]
         assert positive(out["sft"]["step_s"], out["ppo"]["iteration_s"])
     elif name == "memory":
         assert positive(out["sft_small_full_peak_gb"], out["sft_small_full_s"])
+
+
+def test_accelerator_retries_with_xla_only_after_a_cudnn_failure_other_than_memory():
+    from benchmarks.accelerator import retry_with_xla
+    from configs.models import get_config
+    from rlhf_jax.models import ModelConfig
+
+    xla = ModelConfig.from_dict(get_config("tiny,dtype=bfloat16"))
+    cudnn = xla.replace(attention="cudnn")
+    unsupported = RuntimeError("INTERNAL: cuDNN does not support this head dim")
+    out_of_memory = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+    assert retry_with_xla(cudnn, unsupported)
+    assert not retry_with_xla(cudnn, out_of_memory) and not retry_with_xla(xla, unsupported)
