@@ -3,6 +3,8 @@
     python -m benchmarks.accelerator                     # llama3-1b in bf16 on the GPU or TPU
     python -m benchmarks.accelerator --peak_tflops=989   # a device the table below lacks
     python -m benchmarks.accelerator --model=tiny        # the same measurements on CPU, tiny
+    python -m benchmarks.accelerator --parts=sft --parts=rm --profile_dir=/tmp/profile
+                                                         # two parts, traced: where the time went
 
 Runs on the first device (one GPU, or one chip of a TPU host), random weights of the preset,
 compute in ``--dtype`` with float32 master weights and AdamW state:
@@ -18,13 +20,20 @@ compute in ``--dtype`` with float32 master weights and AdamW state:
 MFU = model FLOPs per second (``ModelConfig.flops_per_token``; a step counts 3 × forward) over
 the device's dense bf16 peak: ``PEAK_BF16_TFLOPS`` by device kind, or ``--peak_tflops``. On a
 GPU in bf16, ``--attention=auto`` selects cuDNN flash attention (``ModelConfig.attention``); if
-it fails, the run goes on with XLA's attention and the JSON line says why (``cudnn_error``).
+it fails other than by running out of memory, the run goes on with XLA's attention and the JSON
+line says why (``cudnn_error``).
 The whole run is sized to finish in a few minutes on an H100-class GPU; ``--model=tiny`` runs it
-on CPU (a test does, so that it keeps working). The last line printed is one JSON object.
+on CPU (a test does, so that it keeps working). Each part prints one line as it lands (a run
+cut short keeps what it measured); the last line printed is one JSON object. ``--profile_dir``
+traces the run with ``jax.profiler`` and prints the device's time by kernel
+(``benchmarks/trace_summary.py``), so the same call says where a step's time went. It asks XLA for
+95% of the device's memory unless ``XLA_PYTHON_CLIENT_MEM_FRACTION`` is set (the PPO iteration
+at 1B needs about 110 GiB; XLA's default is 75%).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -40,7 +49,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from benchmarks import forward, generate, ppo, train_steps  # noqa: E402
+from benchmarks import forward, generate, ppo, trace_summary, train_steps  # noqa: E402
 from configs.models import get_config  # noqa: E402
 from rlhf_jax.models import ModelConfig  # noqa: E402
 
@@ -51,6 +60,7 @@ PEAK_BF16_TFLOPS = (
     ("TPU v4", 275.0), ("TPU v5 lite", 197.0), ("TPU v5e", 197.0), ("TPU v5p", 459.0),
     ("TPU v5", 459.0), ("TPU v6 lite", 918.0), ("TPU v6e", 918.0),
 )
+PARTS = ("forward", "sft", "rm", "generate", "ppo")
 FLAGS = flags.FLAGS
 
 
@@ -74,6 +84,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("ppo_new", 128, "response tokens of an episode")
     flags.DEFINE_integer("ppo_iterations", 2, "timed PPO iterations")
     flags.DEFINE_float("peak_tflops", 0.0, "the device's dense bf16 peak (0: from the table)")
+    flags.DEFINE_multi_enum("parts", list(PARTS), PARTS, "the measurements to run")
+    flags.DEFINE_string("profile_dir", "", "if set, trace the run (jax.profiler, with a "
+                        "Perfetto JSON) into this folder and print where the device's time went")
 
 
 def device_peak(kind: str) -> Optional[float]:
@@ -104,25 +117,29 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
     mfu = (lambda gflops: gflops / (peak * 1e3)) if peak else (lambda gflops: None)  # noqa: E731
     out = Parts()
     began = time.perf_counter()
-    fwd = forward.measure(config, FLAGS.batch, FLAGS.seq, FLAGS.steps)
-    out["forward"] = dict(tokens_per_s=fwd["tokens_per_s"], gflops_per_s=fwd["gflops_per_s"],
-                          mfu=mfu(fwd["gflops_per_s"]), compile_s=fwd["compile_s"])
+    if "forward" in FLAGS.parts:
+        fwd = forward.measure(config, FLAGS.batch, FLAGS.seq, FLAGS.steps)
+        out["forward"] = dict(tokens_per_s=fwd["tokens_per_s"], gflops_per_s=fwd["gflops_per_s"],
+                              mfu=mfu(fwd["gflops_per_s"]), compile_s=fwd["compile_s"])
     batches = train_steps.batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt)
-    for stage in ("sft", "rm"):
+    for stage in [part for part in ("sft", "rm") if part in FLAGS.parts]:
         r = train_steps.ours(config, stage, batches[stage], FLAGS.steps, FLAGS.warmup)
         gflops = train_steps.step_gflop(config, stage, FLAGS.batch, FLAGS.seq) / r["step_s"]
         out[stage] = dict(step_s=r["step_s"], gflops_per_s=gflops, mfu=mfu(gflops),
                           tokens_per_s=FLAGS.batch * FLAGS.seq * (2 if stage == "rm" else 1)
                           / r["step_s"], compile_s=r["compile_s"], first_loss=r["first_loss"],
                           last_loss=r["last_loss"])
-    _, policy, reward = ppo.models_of(config)
-    ids = np.random.RandomState(0).randint(1, min(config.vocab_size, 256),
-                                           (FLAGS.gen_batch, FLAGS.gen_prompt))
-    out["generate"] = generate.ours(config, policy, ids, FLAGS.steps, FLAGS.gen_new)
-    work = ppo.Iteration(FLAGS.ppo_prompts, FLAGS.ppo_prompt_len, FLAGS.ppo_new,
-                         old_logprobs="sampler" if FLAGS.dtype == "float32" else "forward")
-    out["ppo"] = dict(ppo.time_ours(config, policy, reward, work, FLAGS.ppo_iterations, 0),
-                      old_logprobs=work.old_logprobs)
+    if "generate" in FLAGS.parts or "ppo" in FLAGS.parts:
+        _, policy, reward = ppo.models_of(config)
+    if "generate" in FLAGS.parts:
+        ids = np.random.RandomState(0).randint(1, min(config.vocab_size, 256),
+                                               (FLAGS.gen_batch, FLAGS.gen_prompt))
+        out["generate"] = generate.ours(config, policy, ids, FLAGS.steps, FLAGS.gen_new)
+    if "ppo" in FLAGS.parts:
+        work = ppo.Iteration(FLAGS.ppo_prompts, FLAGS.ppo_prompt_len, FLAGS.ppo_new,
+                             old_logprobs="sampler" if FLAGS.dtype == "float32" else "forward")
+        out["ppo"] = dict(ppo.time_ours(config, policy, reward, work, FLAGS.ppo_iterations, 0),
+                          old_logprobs=work.old_logprobs)
     return dict(out, wall_s=time.perf_counter() - began)
 
 
@@ -132,27 +149,50 @@ def retry_with_xla(config: ModelConfig, error: Exception) -> bool:
     return config.attention == "cudnn" and "RESOURCE_EXHAUSTED" not in str(error)
 
 
-def main(_):
-    device = jax.devices()[0]
-    peak = FLAGS.peak_tflops or device_peak(device.device_kind)
-    config = model_config()
+def measure_or_retry(config: ModelConfig, peak: Optional[float]) -> tuple[dict, ModelConfig]:
+    """``measure``, again with XLA's attention if a cuDNN run fails (``retry_with_xla``); the
+    result and the config it was measured with."""
     try:
-        result = measure(config, peak)
+        return measure(config, peak), config
     except Exception as e:  # noqa: BLE001 — cuDNN attention fails on an unsupported device
         if not retry_with_xla(config, e):
             raise
         print(f"cuDNN attention failed ({type(e).__name__}: {str(e)[:300]}); measuring with xla")
         config = config.replace(attention="xla")
-        result = dict(measure(config, peak), cudnn_error=f"{type(e).__name__}: {str(e)[:2000]}")
-    for part in ("forward", "sft", "rm"):
+        error = f"{type(e).__name__}: {str(e)[:2000]}"
+        return dict(measure(config, peak), cudnn_error=error), config
+
+
+def summary(result: dict) -> list[str]:
+    """The human-readable lines of the parts that ran."""
+    lines = []
+    for part in [p for p in ("forward", "sft", "rm") if p in result]:
         r = result[part]
         share = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
-        print(f"{FLAGS.model} {FLAGS.dtype} {part:7s} {r['tokens_per_s']:10.0f} tokens/s "
-              f"{r['gflops_per_s'] / 1e3:8.2f} TFLOP/s{share}")
-    print(f"{FLAGS.model} {FLAGS.dtype} generate {result['generate']['new_tokens_per_s']:.0f} "
-          f"new tokens/s; PPO iteration {result['ppo']['iteration_s']:.3f} s "
-          f"(gen {result['ppo']['generate_s']:.3f} / score and train "
-          f"{result['ppo']['score_train_s']:.3f})")
+        lines.append(f"{FLAGS.model} {FLAGS.dtype} {part:8s} {r['tokens_per_s']:10.0f} tokens/s "
+                     f"{r['gflops_per_s'] / 1e3:8.2f} TFLOP/s{share}")
+    if "generate" in result:
+        lines.append(f"{FLAGS.model} {FLAGS.dtype} generate {result['generate']['new_tokens_per_s']:.0f}"
+                     " new tokens/s")
+    if "ppo" in result:
+        r = result["ppo"]
+        lines.append(f"{FLAGS.model} {FLAGS.dtype} PPO iteration {r['iteration_s']:.3f} s (gen "
+                     f"{r['generate_s']:.3f} / score and train {r['score_train_s']:.3f})")
+    return lines
+
+
+def main(_):
+    device = jax.devices()[0]
+    peak = FLAGS.peak_tflops or device_peak(device.device_kind)
+    tracing = (jax.profiler.trace(FLAGS.profile_dir, create_perfetto_trace=True)
+               if FLAGS.profile_dir else contextlib.nullcontext())
+    with tracing:
+        result, config = measure_or_retry(model_config(), peak)
+    if FLAGS.profile_dir:
+        path = trace_summary.newest_trace(FLAGS.profile_dir)
+        print(f"device time by kernel over the whole run ({path}):")
+        print(trace_summary.table(trace_summary.device_time(trace_summary.read_events(path)), 12))
+    print("\n".join(summary(result)))
     print(json.dumps(dict(
         result, model=FLAGS.model, dtype=FLAGS.dtype, attention=config.attention,
         remat_policy=FLAGS.remat_policy, batch=FLAGS.batch, seq=FLAGS.seq,

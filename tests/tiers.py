@@ -11,7 +11,8 @@ tier, so a new test file must be placed here.
 TIERS = {
     "unit": """
         test_files.py test_layers.py test_readme.py test_tiers.py benchmarks/test_max_length.py
-        benchmarks/test_rounds.py
+        benchmarks/test_rounds.py benchmarks/test_trace_summary.py
+        benchmarks/test_scripts.py::test_accelerator_retries_with_xla_only_after_a_cudnn_failure_other_than_memory
         checkpoints/test_errors.py checkpoints/test_gguf.py checkpoints/test_hf_parity.py
         checkpoints/test_lora_export.py checkpoints/test_smollm2.py checkpoints/test_train_state.py
         data/test_collate.py data/test_importers.py data/test_loaders.py

@@ -29,11 +29,11 @@ RUNS = {
 }
 
 
-def run(name: str) -> list[str]:
+def run(name: str, *extra: str) -> list[str]:
     """The lines the benchmark printed; the last is its JSON object."""
     script = name.removesuffix("_cudnn").removesuffix("_two_programs")
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *RUNS[name]], cwd=ROOT,
-                          env=environment(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *RUNS[name], *extra],
+                          cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()
 
@@ -81,6 +81,17 @@ def test_benchmark_runs_at_tiny_shapes(name):
         assert positive(out["sft"]["step_s"], out["ppo"]["iteration_s"])
     elif name == "memory":
         assert positive(out["sft_small_full_peak_gb"], out["sft_small_full_s"])
+
+
+def test_accelerator_runs_the_parts_asked_for_and_prints_where_the_time_went(tmp_path):
+    lines = run("accelerator", "--parts=rm", "--parts=sft", f"--profile_dir={tmp_path}")
+    out = json.loads(lines[-1])
+    assert [part for part in ("forward", "sft", "rm", "generate", "ppo") if part in out] == [
+        "sft", "rm"]
+    assert list(tmp_path.glob("plugins/profile/*/*.trace.json.gz"))
+    lane = next(i for i, line in enumerate(lines) if line.startswith("XLA CPU client: "))
+    ms, share, count, *_ = lines[lane + 1].split()
+    assert float(ms) > 0 and share.endswith("%") and int(count) > 0
 
 
 def test_accelerator_retries_with_xla_only_after_a_cudnn_failure_other_than_memory():
