@@ -17,6 +17,10 @@ compute in ``--dtype`` with float32 master weights and AdamW state:
 * PPO: one iteration (sampling, scoring, one update in one minibatch) of ``--ppo_prompts``
   episodes with a separate value and reward model (``benchmarks.ppo``).
 
+The layers run unrolled (``--scan_unroll=0``, the scan's loop unrolled across all of them): on
+an H200 the while loop of ``scan_unroll=1`` spent 32 ms of a 167 ms SFT step at 1B zeroing,
+filling and copying the stacked residuals the backward pass reads (``benchmarks/RESULTS.md``).
+
 MFU = model FLOPs per second (``ModelConfig.flops_per_token``; a step counts 3 × forward) over
 the device's dense bf16 peak: ``PEAK_BF16_TFLOPS`` by device kind, or ``--peak_tflops``. On a
 GPU in bf16, ``--attention=auto`` selects cuDNN flash attention (``ModelConfig.attention``); if
@@ -25,15 +29,15 @@ line says why (``cudnn_error``).
 The whole run is sized to finish in a few minutes on an H100-class GPU; ``--model=tiny`` runs it
 on CPU (a test does, so that it keeps working). Each part prints one line as it lands (a run
 cut short keeps what it measured); the last line printed is one JSON object. ``--profile_dir``
-traces the run with ``jax.profiler`` and prints the device's time by kernel
-(``benchmarks/trace_summary.py``), so the same call says where a step's time went. It asks XLA for
+traces the timed SFT and RM steps with ``jax.profiler`` (a folder per step, compilation and
+warmup left out) and prints each one's device time by kernel (``benchmarks/trace_summary.py``),
+so the same call says where a step's time went. It asks XLA for
 95% of the device's memory unless ``XLA_PYTHON_CLIENT_MEM_FRACTION`` is set (the PPO iteration
 at 1B needs about 110 GiB; XLA's default is 75%).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -71,6 +75,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("remat_policy", "none", ["none", "dots", "full"], "activation remat")
     flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn"],
                       "auto: cudnn on a GPU in bf16, else xla")
+    flags.DEFINE_bool("scan_layers", True, "the layers as one nn.scan (False: a Python loop)")
+    flags.DEFINE_integer("scan_unroll", 0, "layers per iteration of the scan's loop (0: all of "
+                         "them, no loop; 1: a while loop over the layers)")
     flags.DEFINE_integer("batch", 8, "SFT rows, RM comparisons, forward sequences")
     flags.DEFINE_integer("seq", 1024, "tokens per sequence")
     flags.DEFINE_integer("prompt", 256, "prompt tokens of an SFT row (no loss on them)")
@@ -85,8 +92,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("ppo_iterations", 2, "timed PPO iterations")
     flags.DEFINE_float("peak_tflops", 0.0, "the device's dense bf16 peak (0: from the table)")
     flags.DEFINE_multi_enum("parts", list(PARTS), PARTS, "the measurements to run")
-    flags.DEFINE_string("profile_dir", "", "if set, trace the run (jax.profiler, with a "
-                        "Perfetto JSON) into this folder and print where the device's time went")
+    flags.DEFINE_string("profile_dir", "", "if set, trace the timed SFT and RM steps "
+                        "(jax.profiler, with a Perfetto JSON) into FOLDER/sft and FOLDER/rm and "
+                        "print where the device's time went")
 
 
 def device_peak(kind: str) -> Optional[float]:
@@ -100,7 +108,8 @@ def model_config() -> ModelConfig:
         gpu_bf16 = jax.default_backend() == "gpu" and FLAGS.dtype == "bfloat16"
         attention = "cudnn" if gpu_bf16 else "xla"
     preset = get_config(f"{FLAGS.model},dtype={FLAGS.dtype},remat_policy={FLAGS.remat_policy}")
-    return ModelConfig.from_dict(dict(preset, attention=attention))
+    return ModelConfig.from_dict(dict(preset, attention=attention, scan_layers=FLAGS.scan_layers,
+                                      scan_unroll=FLAGS.scan_unroll or preset.n_layers))
 
 
 class Parts(dict):
@@ -123,12 +132,15 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
                               mfu=mfu(fwd["gflops_per_s"]), compile_s=fwd["compile_s"])
     batches = train_steps.batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt)
     for stage in [part for part in ("sft", "rm") if part in FLAGS.parts]:
-        r = train_steps.ours(config, stage, batches[stage], FLAGS.steps, FLAGS.warmup)
+        trace_dir = os.path.join(FLAGS.profile_dir, stage) if FLAGS.profile_dir else ""
+        r = train_steps.ours(config, stage, batches[stage], FLAGS.steps, FLAGS.warmup, trace_dir)
         gflops = train_steps.step_gflop(config, stage, FLAGS.batch, FLAGS.seq) / r["step_s"]
         out[stage] = dict(step_s=r["step_s"], gflops_per_s=gflops, mfu=mfu(gflops),
                           tokens_per_s=FLAGS.batch * FLAGS.seq * (2 if stage == "rm" else 1)
                           / r["step_s"], compile_s=r["compile_s"], first_loss=r["first_loss"],
                           last_loss=r["last_loss"])
+        if trace_dir:
+            print_device_time(stage, trace_dir)
     if "generate" in FLAGS.parts or "ppo" in FLAGS.parts:
         _, policy, reward = ppo.models_of(config)
     if "generate" in FLAGS.parts:
@@ -141,6 +153,13 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
         out["ppo"] = dict(ppo.time_ours(config, policy, reward, work, FLAGS.ppo_iterations, 0),
                           old_logprobs=work.old_logprobs)
     return dict(out, wall_s=time.perf_counter() - began)
+
+
+def print_device_time(stage: str, trace_dir: str) -> None:
+    """The traced steps' device time by kernel (``benchmarks/trace_summary.py``)."""
+    path = trace_summary.newest_trace(trace_dir)
+    print(f"{stage}: device time by kernel over {FLAGS.steps} traced steps ({path}):")
+    print(trace_summary.table(trace_summary.device_time(trace_summary.read_events(path)), 25))
 
 
 def retry_with_xla(config: ModelConfig, error: Exception) -> bool:
@@ -184,18 +203,12 @@ def summary(result: dict) -> list[str]:
 def main(_):
     device = jax.devices()[0]
     peak = FLAGS.peak_tflops or device_peak(device.device_kind)
-    tracing = (jax.profiler.trace(FLAGS.profile_dir, create_perfetto_trace=True)
-               if FLAGS.profile_dir else contextlib.nullcontext())
-    with tracing:
-        result, config = measure_or_retry(model_config(), peak)
-    if FLAGS.profile_dir:
-        path = trace_summary.newest_trace(FLAGS.profile_dir)
-        print(f"device time by kernel over the whole run ({path}):")
-        print(trace_summary.table(trace_summary.device_time(trace_summary.read_events(path)), 12))
+    result, config = measure_or_retry(model_config(), peak)
     print("\n".join(summary(result)))
     print(json.dumps(dict(
         result, model=FLAGS.model, dtype=FLAGS.dtype, attention=config.attention,
-        remat_policy=FLAGS.remat_policy, batch=FLAGS.batch, seq=FLAGS.seq,
+        remat_policy=FLAGS.remat_policy, scan_layers=config.scan_layers,
+        scan_unroll=config.scan_unroll, batch=FLAGS.batch, seq=FLAGS.seq,
         params=config.num_params(), peak_bf16_tflops=peak, device=device.device_kind,
         backend=jax.default_backend(), devices=jax.device_count(), host=platform.node(),
         jax=jax.__version__)))

@@ -55,11 +55,16 @@ def read_events(path: str) -> list[dict]:
 
 def self_times(events: list[dict]) -> list[tuple[dict, float]]:
     """Each event of one thread with its own time in microseconds: its duration less that of
-    the events directly inside it (events on a thread nest or follow each other)."""
+    the events directly inside it. Events on a thread nest or follow each other; one that ends
+    after the open event does follows it, also where it starts a little before that one's end
+    (a GPU stream's kernels, timed by the device, overlap their neighbours by up to a microsecond)."""
+    def end(e):
+        return e["ts"] + e.get("dur", 0.0)
+
     ordered = sorted(events, key=lambda e: (e["ts"], -e.get("dur", 0.0)))
     own, open_ = [e.get("dur", 0.0) for e in ordered], []
     for i, e in enumerate(ordered):
-        while open_ and ordered[open_[-1]]["ts"] + ordered[open_[-1]].get("dur", 0.0) <= e["ts"]:
+        while open_ and end(ordered[open_[-1]]) < end(e):
             open_.pop()
         if open_:
             own[open_[-1]] -= e.get("dur", 0.0)

@@ -44,6 +44,7 @@ top-1 accuracy over the vocabulary (for its logs) and recomputes the logits in t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -128,8 +129,20 @@ def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int) -> float:
     return 3 * forward * sequences / 1e9
 
 
-def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int) -> dict:
-    """Our jitted step's median seconds over ``steps`` after ``warmup`` (and compilation)."""
+def trace(folder: str):
+    """``jax.profiler.trace`` into ``folder`` with a Perfetto JSON, without Python's calls (whose
+    events made a traced GPU step's trace tens of megabytes and its conversion a minute)."""
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0
+    return jax.profiler.trace(folder, create_perfetto_trace=True, profiler_options=options)
+
+
+def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int,
+         trace_dir: str = "") -> dict:
+    """Our jitted step's median seconds over ``steps`` after ``warmup`` (and compilation).
+
+    With ``trace_dir``, ``jax.profiler`` traces the timed steps alone into that folder: on a GPU,
+    compilation autotunes each matmul fusion by running its candidates, which would swamp them."""
     model = ScalarHeadModel(config) if stage == "rm" else CausalLM(config)
     example = batch["tokens"][:1] if stage == "sft" else batch["tokens"][:1, 0]
     tx = make_optimizer(OptimizerConfig(learning_rate=LR, total_steps=10_000,
@@ -145,11 +158,18 @@ def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int) 
     start = time.perf_counter()
     compiled = step.lower(state, batch, keys[0]).compile()
     compile_s, times, losses = time.perf_counter() - start, [], []
-    for key in keys:
-        start = time.perf_counter()
-        state, metrics = jax.block_until_ready(compiled(state, batch, key))
-        times.append(time.perf_counter() - start)
-        losses.append(float(metrics["loss"]))
+
+    def run(some_keys):
+        nonlocal state
+        for key in some_keys:
+            start = time.perf_counter()
+            state, metrics = jax.block_until_ready(compiled(state, batch, key))
+            times.append(time.perf_counter() - start)
+            losses.append(float(metrics["loss"]))
+
+    run(keys[:warmup])
+    with trace(trace_dir) if trace_dir else contextlib.nullcontext():
+        run(keys[warmup:])
     return dict(step_s=statistics.median(times[warmup:]), compile_s=compile_s,
                 first_loss=losses[0], last_loss=losses[-1])
 

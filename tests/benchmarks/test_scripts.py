@@ -88,10 +88,12 @@ def test_accelerator_runs_the_parts_asked_for_and_prints_where_the_time_went(tmp
     out = json.loads(lines[-1])
     assert [part for part in ("forward", "sft", "rm", "generate", "ppo") if part in out] == [
         "sft", "rm"]
-    assert list(tmp_path.glob("plugins/profile/*/*.trace.json.gz"))
-    lane = next(i for i, line in enumerate(lines) if line.startswith("XLA CPU client: "))
-    ms, share, count, *_ = lines[lane + 1].split()
-    assert float(ms) > 0 and share.endswith("%") and int(count) > 0
+    for stage in ("sft", "rm"):  # the timed steps alone, one trace per step
+        assert len(list(tmp_path.glob(f"{stage}/plugins/profile/*/*.trace.json.gz"))) == 1
+        title = next(i for i, line in enumerate(lines) if line.startswith(f"{stage}: device time"))
+        lane = next(i for i in range(title, len(lines)) if lines[i].startswith("XLA CPU client: "))
+        ms, share, count, *_ = lines[lane + 1].split()
+        assert float(ms) > 0 and share.endswith("%") and int(count) > 0
 
 
 def test_accelerator_retries_with_xla_only_after_a_cudnn_failure_other_than_memory():

@@ -44,6 +44,18 @@ def test_each_event_counts_its_own_time_once_per_lane():
         assert list(names.values()) == sorted(names.values(), reverse=True)
 
 
+def test_kernels_that_overlap_their_neighbour_by_timestamp_jitter_follow_it():
+    # As an H200's stream recorded them: each kernel starts up to ~0.1 µs before the last ends.
+    events = [meta("process_name", 1, "/device:GPU:0"), meta("thread_name", 1, "Stream #14", 14),
+              event(1, 14, "loop_select_fusion", 119419.475, 0.896),
+              event(1, 14, "input_concatenate_fusion", 119420.275, 2.785),
+              event(1, 14, "loop_broadcast_fusion", 119422.963, 1409.561)]
+    rows = trace_summary.device_time(events)
+    assert [(r.name, round(r.ms * 1e3, 3)) for r in rows] == [
+        ("loop_broadcast_fusion", 1409.561), ("input_concatenate_fusion", 2.785),
+        ("loop_select_fusion", 0.896)]
+
+
 def test_a_cpu_trace_falls_back_to_the_xla_client_threads_as_one_lane():
     events = [meta("process_name", 1, "/host:CPU"), meta("thread_name", 1, "python", 1),
               meta("thread_name", 1, "tf_XLAPjRtCpuClient/11", 2),
