@@ -109,7 +109,7 @@ def model_config() -> ModelConfig:
         attention = "cudnn" if gpu_bf16 else "xla"
     preset = get_config(f"{FLAGS.model},dtype={FLAGS.dtype},remat_policy={FLAGS.remat_policy}")
     return ModelConfig.from_dict(dict(preset, attention=attention, scan_layers=FLAGS.scan_layers,
-                                      scan_unroll=FLAGS.scan_unroll or preset.n_layers))
+                                      scan_unroll=FLAGS.scan_unroll))
 
 
 class Parts(dict):

@@ -82,7 +82,7 @@ class ModelConfig:
     param_dtype: str = "float32"  # master weights
     remat_policy: str = "none"
     scan_layers: bool = True  # one nn.scan over stacked layers; False: a Python loop (decoding)
-    scan_unroll: int = 1  # layers per iteration of the scan's loop (n_layers: no loop at all)
+    scan_unroll: int = 1  # layers per iteration of the scan's loop (0 or n_layers: no loop at all)
     # causal self-attention by query blocks of this many tokens, skipping the keys above the
     # diagonal blocks (0: one block; rlhf_jax/models/attention.py)
     attention_block: int = 64
@@ -117,8 +117,8 @@ class ModelConfig:
         need(0 <= self.dropout_rate < 1, "dropout_rate", "must be in [0, 1)")
         need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
         need(self.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}")
-        need(isinstance(self.scan_unroll, int) and self.scan_unroll >= 1, "scan_unroll",
-             "must be a positive integer")
+        need(isinstance(self.scan_unroll, int) and self.scan_unroll >= 0, "scan_unroll",
+             "must be a non-negative integer (0: all layers, no loop)")
         need(isinstance(self.attention_block, int) and self.attention_block >= 0,
              "attention_block", "must be a non-negative integer (0: one block)")
         need(self.attention in IMPLEMENTATIONS, "attention", f"must be one of {IMPLEMENTATIONS}")

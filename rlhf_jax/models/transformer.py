@@ -135,7 +135,7 @@ def scanned_blocks(config: ModelConfig, length: int):
         split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast, 0),
         length=length,
-        unroll=config.scan_unroll,
+        unroll=config.scan_unroll or length,
         metadata_params={nn.PARTITION_NAME: ax.LAYERS},
     )
 

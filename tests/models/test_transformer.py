@@ -301,9 +301,9 @@ def test_last_layer_at_the_read_positions_equals_the_full_trunk(variant):
 
 def test_reading_one_position_per_row_skips_most_of_the_last_layer():
     """The reward's forward pass costs about one layer less than the per-token scores (the
-    last layer keeps only its key and value projections): XLA's FLOP count of both (layers
-    unrolled: XLA counts a loop's body once)."""
-    config = tiny(n_layers=4, scan_unroll=4)
+    last layer keeps only its key and value projections): XLA's FLOP count of both (all layers
+    unrolled by ``scan_unroll=0``: XLA counts a loop's body once)."""
+    config = tiny(n_layers=4, scan_unroll=0)
     model, params = ScalarHeadModel(config), init(config, ScalarHeadModel)
     ids = random_ids(config, (4, 128))
 
