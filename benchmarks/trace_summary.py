@@ -1,7 +1,7 @@
 """Where the device's time went in a ``jax.profiler`` trace, by kernel or operation.
 
     python -m benchmarks.trace_summary /tmp/profile            # the newest trace under the folder
-    python -m benchmarks.trace_summary /tmp/profile --top=40
+    python -m benchmarks.trace_summary /tmp/profile/sft --top=40  # accelerator.py --profile_dir
 
 Reads the Perfetto JSON (``*.trace.json.gz``) that ``jax.profiler.trace(folder,
 create_perfetto_trace=True)`` writes beside its XPlane file, and sums the durations of its complete
