@@ -33,7 +33,7 @@ traces the timed SFT and RM steps with ``jax.profiler`` (a folder per step, comp
 warmup left out) and prints each one's device time by kernel (``benchmarks/trace_summary.py``),
 so the same call says where a step's time went. It asks XLA for
 95% of the device's memory unless ``XLA_PYTHON_CLIENT_MEM_FRACTION`` is set (the PPO iteration
-at 1B needs about 110 GiB; XLA's default is 75%).
+at 1B needed about 110 GiB with the layers in a scan loop; XLA's default is 75%).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ after its run, so one call on a lent GPU brings back both the figures and where 
 
 from __future__ import annotations
 
+import argparse
 import collections
 import glob
 import gzip
@@ -110,26 +111,26 @@ def table(rows: list[Row], top: int) -> str:
         lines.append(f"{lane}: {whole:.3f} ms in {sum(r.count for r in own)} events")
         lines += [f"{r.ms:10.3f} {r.ms / whole:6.1%} {r.count:6d}  {r.name[:100]}"
                   for r in own[:top]]
-        if own[top:]:
-            rest = own[top:]
-            lines.append(f"{sum(r.ms for r in rest):10.3f} {sum(r.ms for r in rest) / whole:6.1%}"
-                         f" {sum(r.count for r in rest):6d}  ({len(rest)} more names)")
+        rest = own[top:]
+        if rest:
+            ms = sum(r.ms for r in rest)
+            lines.append(f"{ms:10.3f} {ms / whole:6.1%} {sum(r.count for r in rest):6d}  "
+                         f"({len(rest)} more names)")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    args = [a for a in argv if not a.startswith("--top=")]
-    top = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--top=")), 15)
-    if len(args) != 1:
-        print("usage: python -m benchmarks.trace_summary FOLDER [--top=N]", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.trace_summary")
+    parser.add_argument("folder", help="a jax.profiler trace folder (its newest trace is read)")
+    parser.add_argument("--top", type=int, default=15, help="rows per lane before the rest")
+    args = parser.parse_args(argv)  # a bad argument: usage, "error: …", exit status 2
     try:
-        path = newest_trace(args[0])
+        path = newest_trace(args.folder)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(path)
-    print(table(device_time(read_events(path)), top))
+    print(table(device_time(read_events(path)), args.top))
     return 0
 
 
