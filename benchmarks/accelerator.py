@@ -12,6 +12,8 @@ compute in ``--dtype`` with float32 master weights and AdamW state:
 * forward: ``CausalLM`` logits of ``--batch`` × ``--seq`` tokens (``benchmarks.forward``);
 * SFT and RM steps: forward, backward, clipping and AdamW (``benchmarks.train_steps``): SFT
   rows of ``--seq`` tokens (loss after ``--prompt``), RM comparisons of two such sequences;
+  each step waited for (``step_s``, ``mfu``), then as many dispatched back to back
+  (``pipelined_step_s``, ``pipelined_mfu``: what a loop that logs every few steps sees);
 * sampling: ``generate`` of ``--gen_new`` tokens after ``--gen_prompt`` for ``--gen_batch``
   prompts, every row forced to full length (``benchmarks.generate``);
 * PPO: one iteration (sampling, scoring, one update in one minibatch) of ``--ppo_prompts``
@@ -133,11 +135,15 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
     batches = train_steps.batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt)
     for stage in [part for part in ("sft", "rm") if part in FLAGS.parts]:
         trace_dir = os.path.join(FLAGS.profile_dir, stage) if FLAGS.profile_dir else ""
-        r = train_steps.ours(config, stage, batches[stage], FLAGS.steps, FLAGS.warmup, trace_dir)
-        gflops = train_steps.step_gflop(config, stage, FLAGS.batch, FLAGS.seq) / r["step_s"]
-        out[stage] = dict(step_s=r["step_s"], gflops_per_s=gflops, mfu=mfu(gflops),
+        r = train_steps.ours(config, stage, batches[stage], FLAGS.steps, FLAGS.warmup, trace_dir,
+                             pipelined=True)
+        gflop = train_steps.step_gflop(config, stage, FLAGS.batch, FLAGS.seq)
+        out[stage] = dict(step_s=r["step_s"], gflops_per_s=gflop / r["step_s"],
+                          mfu=mfu(gflop / r["step_s"]),
                           tokens_per_s=FLAGS.batch * FLAGS.seq * (2 if stage == "rm" else 1)
-                          / r["step_s"], compile_s=r["compile_s"], first_loss=r["first_loss"],
+                          / r["step_s"], pipelined_step_s=r["pipelined_step_s"],
+                          pipelined_mfu=mfu(gflop / r["pipelined_step_s"]),
+                          compile_s=r["compile_s"], first_loss=r["first_loss"],
                           last_loss=r["last_loss"])
         if trace_dir:
             print_device_time(stage, trace_dir)
@@ -188,6 +194,8 @@ def summary(result: dict) -> list[str]:
     for part in [p for p in ("forward", "sft", "rm") if p in result]:
         r = result[part]
         share = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
+        if r.get("pipelined_mfu") is not None:
+            share += f" ({r['pipelined_mfu']:.1%} pipelined)"
         lines.append(f"{FLAGS.model} {FLAGS.dtype} {part:8s} {r['tokens_per_s']:10.0f} tokens/s "
                      f"{r['gflops_per_s'] / 1e3:8.2f} TFLOP/s{share}")
     if "generate" in result:

@@ -138,11 +138,15 @@ def trace(folder: str):
 
 
 def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int,
-         trace_dir: str = "") -> dict:
+         trace_dir: str = "", pipelined: bool = False) -> dict:
     """Our jitted step's median seconds over ``steps`` after ``warmup`` (and compilation).
 
-    With ``trace_dir``, ``jax.profiler`` traces the timed steps alone into that folder: on a GPU,
-    compilation autotunes each matmul fusion by running its candidates, which would swamp them."""
+    Each timed step waits for its result and reads its loss, as a loop that logs every step. With
+    ``pipelined``, ``steps`` more are dispatched back to back and waited for once
+    (``pipelined_step_s``, their mean), as a loop that fetches metrics every few steps: the host
+    prepares step n + 1 while the device runs step n. With ``trace_dir``, ``jax.profiler`` traces
+    the timed steps alone into that folder: on a GPU, compilation autotunes each matmul fusion by
+    running its candidates, which would swamp them."""
     model = ScalarHeadModel(config) if stage == "rm" else CausalLM(config)
     example = batch["tokens"][:1] if stage == "sft" else batch["tokens"][:1, 0]
     tx = make_optimizer(OptimizerConfig(learning_rate=LR, total_steps=10_000,
@@ -170,8 +174,15 @@ def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int,
     run(keys[:warmup])
     with trace(trace_dir) if trace_dir else contextlib.nullcontext():
         run(keys[warmup:])
-    return dict(step_s=statistics.median(times[warmup:]), compile_s=compile_s,
-                first_loss=losses[0], last_loss=losses[-1])
+    result = dict(step_s=statistics.median(times[warmup:]), compile_s=compile_s,
+                  first_loss=losses[0], last_loss=losses[-1])
+    if pipelined:
+        start = time.perf_counter()
+        for key in keys[warmup:]:
+            state, metrics = compiled(state, batch, key)
+        result["last_loss"] = float(metrics["loss"])  # waits for the last step, so for all
+        result["pipelined_step_s"] = (time.perf_counter() - start) / steps
+    return result
 
 
 def trl_side(config: ModelConfig, stage: str, batch: dict, bf16: bool) -> dict:

@@ -70,6 +70,8 @@ def test_benchmark_runs_at_tiny_shapes(name):
     elif name == "accelerator":
         for part in ("forward", "sft", "rm"):
             assert positive(out[part]["tokens_per_s"], out[part]["mfu"])
+        for part in ("sft", "rm"):  # also dispatched back to back, waited for once
+            assert positive(out[part]["pipelined_step_s"], out[part]["pipelined_mfu"])
         assert positive(out["generate"]["new_tokens_per_s"], out["ppo"]["iteration_s"])
         assert out["model"] == "tiny" and out["backend"] == "cpu" and "cudnn_error" not in out
         # Each part was printed when it landed, so a run cut short keeps what it measured.
