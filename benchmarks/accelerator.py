@@ -116,9 +116,16 @@ def model_config() -> ModelConfig:
 
 class Parts(dict):
     """The measurements so far; each part is printed as one line when it lands, so a run that
-    stops early (a time limit, a device out of memory) still leaves what it measured."""
+    stops early (a time limit, a device out of memory) still leaves what it measured, with
+    ``at_s``: the seconds since the measurements began (initialisation and compilation
+    included), so a run's time can be told part by part."""
 
-    def __setitem__(self, part: str, result) -> None:
+    def __init__(self):
+        super().__init__()
+        self.began = time.perf_counter()
+
+    def __setitem__(self, part: str, result: dict) -> None:
+        result = dict(result, at_s=time.perf_counter() - self.began)
         super().__setitem__(part, result)
         print(f"{part}: {json.dumps(result)}", flush=True)
 
@@ -127,7 +134,6 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
     """Every measurement of the module docstring, as one dict of dicts."""
     mfu = (lambda gflops: gflops / (peak * 1e3)) if peak else (lambda gflops: None)  # noqa: E731
     out = Parts()
-    began = time.perf_counter()
     if "forward" in FLAGS.parts:
         fwd = forward.measure(config, FLAGS.batch, FLAGS.seq, FLAGS.steps)
         out["forward"] = dict(tokens_per_s=fwd["tokens_per_s"], gflops_per_s=fwd["gflops_per_s"],
@@ -158,7 +164,7 @@ def measure(config: ModelConfig, peak: Optional[float]) -> dict:
                              old_logprobs="sampler" if FLAGS.dtype == "float32" else "forward")
         out["ppo"] = dict(ppo.time_ours(config, policy, reward, work, FLAGS.ppo_iterations, 0),
                           old_logprobs=work.old_logprobs)
-    return dict(out, wall_s=time.perf_counter() - began)
+    return dict(out, wall_s=time.perf_counter() - out.began)
 
 
 def print_device_time(stage: str, trace_dir: str) -> None:

@@ -78,6 +78,8 @@ def test_benchmark_runs_at_tiny_shapes(name):
         printed = dict(line.split(": ", 1) for line in lines[:-1] if ": {" in line)
         for part in ("forward", "sft", "rm", "generate", "ppo"):
             assert json.loads(printed[part]) == out[part]
+        landed = [out[part]["at_s"] for part in ("forward", "sft", "rm", "generate", "ppo")]
+        assert landed == sorted(landed) and 0 < landed[-1] <= out["wall_s"]
     elif name == "accelerator_cudnn":
         assert out["attention"] == "xla" and out["cudnn_error"]
         assert positive(out["sft"]["step_s"], out["ppo"]["iteration_s"])
