@@ -17,11 +17,14 @@ from tests.pipeline.test_instructgpt import numbers
 
 
 # ``smollm2,micro=1`` with fewer records and iterations still: one of each step is what the test
-# needs, and a 135M model's steps are slow. Of the extra rows, DPO alone (the micro pipeline
-# test runs the others with adapters on the tiny model).
+# needs, and a 135M model's steps are slow. One PPO iteration, validated on one batch of prompts
+# before and after it (two points of each over-optimization curve; 2 iterations on 2 batches
+# took 180 and 148 s for PPO and PPO-ptx alone, 1 on 1 took 99 and 84 s). Of the extra rows,
+# DPO alone (the micro pipeline test runs the others with adapters on the tiny model).
 SMALLEST = ["--config=configs/instructgpt.py:smollm2,micro=1", "--config.world.demonstrations=48",
             "--config.world.rm_prompts=24", "--config.world.eval_prompts=8",
-            "--config.ppo.iterations=2", "--config.methods=('dpo',)"]
+            "--config.ppo.iterations=1", "--config.ppo.eval_prompts=8",
+            "--config.methods=('dpo',)"]
 # Where the CPU has no bf16 arithmetic (neither AVX512-BF16 nor AMX), XLA:CPU converts each bf16
 # product to float32 and back: there the test computes in float32 on the same bf16 frozen base
 # (45 min 34 s in bf16, 28 min 49 s in float32 on a 2-core AVX2 CPU, RESULTS.md#run-times). bf16
@@ -49,7 +52,7 @@ def smollm2_run(tmp_path_factory):
     args = SMALLEST + ([] if has_bf16_arithmetic() else FLOAT32_COMPUTE)
     process = processes.start(["-m", "experiments.instructgpt", *args, f"--workdir={workdir}"],
                               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    # 5 min 37 s alone on a 2-core CPU with AVX512-BF16 (RESULTS.md#run-times).
+    # Alone and within the suite on a 2-core CPU: RESULTS.md#run-times.
     processes.finish([process], timeout=3600)
     config = get_config("smollm2,micro=1")
     config.methods = ("dpo",)
