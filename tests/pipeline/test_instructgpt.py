@@ -161,16 +161,19 @@ def test_the_plan_is_a_list_of_stages_each_reading_what_an_earlier_one_wrote(tmp
 
 def test_with_lora_the_stages_share_one_base_and_export_adapters(tmp_path):
     """``:micro,lora=4``: SFT trains adapters and exports them merged and in PEFT's format; the
-    RM trains adapters on the SFT model and names it as its base; PPO runs on that base."""
+    RM trains adapters on the SFT model and names it as its base; PPO, PPO-ptx and DPO run on
+    that base and export their adapters."""
     workdir = str(tmp_path)
-    run_instructgpt(get_config("micro,lora=4"), workdir, through="round1/ppo")
+    run_instructgpt(get_config("micro,lora=4"), workdir, through="round1/dpo")
     sft_model = os.path.join(workdir, "sft", "model")
     with open(os.path.join(workdir, "round1", "rm", "reward_model", "model.json")) as f:
         rm = json.load(f)
     assert rm["base"] == sft_model and rm["model"]["lora"]["rank"] == 4
     base_model = os.path.join(workdir, "base", "model")
     for adapter, base in ((os.path.join(workdir, "sft", "model_adapter"), base_model),
-                          (os.path.join(workdir, "round1", "ppo", "policy_adapter"), sft_model)):
+                          *((os.path.join(workdir, "round1", run, "policy_adapter"), sft_model)
+                            for run in ("ppo", "ppo_ptx")),
+                          (os.path.join(workdir, "round1", "dpo", "model_adapter"), sft_model)):
         with open(os.path.join(adapter, "adapter_config.json")) as f:
             peft_config = json.load(f)
         assert peft_config["r"] == 4 and peft_config["base_model_name_or_path"] == base
