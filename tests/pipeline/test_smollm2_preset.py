@@ -20,7 +20,7 @@ from tests.pipeline.test_instructgpt import numbers
 # needs, and a 135M model's steps are slow. One PPO iteration, validated on one batch of prompts
 # before and after it (two points of each over-optimization curve; 2 iterations on 2 batches
 # took 180 and 148 s for PPO and PPO-ptx alone, 1 on 1 took 99 and 84 s). None of the extra
-# rows (DPO alone took 128 s): tests/pipeline/test_instructgpt.py runs them with adapters on the
+# rows (DPO alone took 128 s): tests/pipeline/test_instructgpt.py runs DPO with adapters on the
 # tiny model.
 SMALLEST = ["--config=configs/instructgpt.py:smollm2,micro=1", "--config.world.demonstrations=48",
             "--config.world.rm_prompts=24", "--config.world.eval_prompts=8",
