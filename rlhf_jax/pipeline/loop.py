@@ -52,7 +52,7 @@ class LoopConfig:
 def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: jax.Array, *,
           config: LoopConfig, workdir: str, partitioner: Partitioner,
           evaluate: Optional[Callable[[Any], Mapping[str, float]]] = None,
-          count_units: Callable[[dict], int] = lambda batch: 0) -> Any:
+          count_units: Callable[[dict], int] = lambda batch: 0) -> tuple[Any, Optional[dict]]:
     """Runs ``state, metrics = step_fn(state, batch, rng)`` until ``config.steps``.
 
     ``abstract`` is the state's abstract sharded tree (the restore target);
@@ -63,7 +63,8 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
     ``NonFiniteError`` naming its step, after the checkpoints already started are
     safely on disk; a stop asked for by a signal
     raises ``preemption.Preempted`` once the current step is checkpointed. Returns
-    the final state.
+    the final state and, with ``evaluate``, its validation metrics (those logged at the last
+    step; evaluated anew, not logged again, when the run had already ended).
     """
     checkpoints = TrainCheckpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep,
                                    save_every=config.save_every)
@@ -75,9 +76,10 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
     profile = StepProfile(config.profile_steps, os.path.join(workdir, "profile"))
     bar = tqdm(total=config.steps, initial=start, desc=os.path.basename(workdir.rstrip("/")),
                disable=jax.process_index() != 0, dynamic_ncols=True)
+    validation = None
     try:
         if evaluate is not None and start == 0:
-            _validate(log, 0, evaluate(state))
+            validation = _validate(log, 0, evaluate(state))
         for step in range(start + 1, config.steps + 1):
             began = time.perf_counter()
             host_batch = next(iterator)
@@ -94,7 +96,7 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
                 _show(bar, window.fetch(), config.throughput_unit)  # raises if not finite
             profile.after(step)
             if evaluating:
-                _validate(log, step, evaluate(state))
+                validation = _validate(log, step, evaluate(state))
             if saving:
                 checkpoints.save(step, state, extra=dict(data=iterator.get_state(), step=step),
                                  force=True)
@@ -108,7 +110,9 @@ def train(step_fn: Callable, state: Any, abstract: Any, stream: Iterable, rng: j
         log.close()
         checkpoints.wait()
         checkpoints.close()
-    return state
+    if evaluate is not None and validation is None:  # resumed after the last step
+        validation = dict(evaluate(state))
+    return state, validation
 
 
 def _resume(checkpoints: TrainCheckpoints, abstract: Any, state: Any, stream: Iterable):
@@ -122,9 +126,10 @@ def _resume(checkpoints: TrainCheckpoints, abstract: Any, state: Any, stream: It
     return start, state, iterator
 
 
-def _validate(log: MetricsLog, step: int, metrics: Mapping[str, float]) -> None:
+def _validate(log: MetricsLog, step: int, metrics: Mapping[str, float]) -> dict:
     log.write(step, "validation", metrics)
     log.flush()
+    return dict(metrics)
 
 
 def _show(bar: tqdm, metrics: Mapping[str, float], unit: str) -> None:

@@ -129,12 +129,12 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
         stream = _stream(config, tokenizer, prompts, pretrain if use_ptx else None)
         evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
                               tokenizer, partitioner, judge, full)
-        state = train(iteration, state, abstract, stream, jax.random.key(config.seed),
+        state, validation = train(iteration, state, abstract, stream, jax.random.key(config.seed),
                       config=stage.loop_config(config, config.iterations, "episodes"),
                       workdir=workdir, partitioner=partitioner, evaluate=evaluate,
                       count_units=lambda b: len(b["prompt_ids"]))
         _export(config, models, state, frozen, value.base_path, tokenizer, workdir)
-        return evaluate(state)
+        return validation
 
 
 def _sampling(config, tokenizer) -> SamplingConfig:
@@ -320,8 +320,11 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
         counts: dict = {}  # rows with non-finite values, and rows in all (episodes)
         policy = full(state.train.params)
         ema = full(dict(state.train.params, policy=state.ema))
+        # Before the first update the EMA is a copy of the policy: its rollout would repeat the
+        # policy's (same params, same key), so its metrics are the policy's.
+        models = (("", policy),) if int(state.iteration) == 0 else (("", policy), ("ema/", ema))
         for i, b in enumerate(batches):
-            for prefix, params in (("", policy), ("ema/", ema)):
+            for prefix, params in models:
                 experience, m = rollout(params, reference, reward_params, b["prompt_ids"],
                                         b["prompt_mask"], jax.random.fold_in(rng, i),
                                         state.kl_coef)
@@ -336,6 +339,8 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                     sums[prefix + k] = sums.get(prefix + k, 0.0) + float(m[k]) / len(batches)
                 for k in (k for k in m if k.startswith("nonfinite/") or k == "episodes"):
                     counts[k] = counts.get(k, 0.0) + float(m[k])
+        if len(models) == 1:
+            sums.update({"ema/" + k: sums[k] for k in ("score", "kl")})
         if any(v for k, v in counts.items() if k != "episodes"):  # check_finite names them
             sums.update(counts)
         if pretrain_loss is not None:

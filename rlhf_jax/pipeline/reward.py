@@ -60,7 +60,7 @@ def run_reward(config, workdir: str) -> dict:
                                donate_argnums=0)
         stream = record_stream(sources["train"], "comparison", encode_one, batch_size=batch,
                                seed=config.seed)
-        state = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
+        state, _ = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
                       jax.random.key(config.seed + 1),
                       config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
                       partitioner=partitioner, evaluate=evaluate, count_units=count_pairs)

@@ -33,7 +33,7 @@ def fake_step(bad_step: int):
     return jax.jit(step, donate_argnums=0)
 
 
-def run(workdir, steps=12, bad_step=0, **fields):
+def run(workdir, steps=12, bad_step=0, evaluate=None, **fields):
     mesh = parallel.make_mesh(-1, 1, 1, jax.devices()[:1])
     partitioner = parallel.Partitioner(mesh, parallel.get_rules("fsdp"))
     state = jax.device_put(
@@ -46,7 +46,7 @@ def run(workdir, steps=12, bad_step=0, **fields):
     config = loop.LoopConfig(steps=steps, throughput_unit="rows", keep=10, **fields)
     return loop.train(fake_step(bad_step), state, abstract, stream, jax.random.key(0),
                       config=config, workdir=str(workdir), partitioner=partitioner,
-                      count_units=lambda b: len(b["x"]))
+                      evaluate=evaluate, count_units=lambda b: len(b["x"]))
 
 
 def saved_steps(workdir):
@@ -63,7 +63,8 @@ def fetches(monkeypatch):
 
 
 def test_metrics_are_fetched_per_window_and_written_per_step(tmp_path, fetches):
-    state = run(tmp_path, log_every=5, save_every=3)
+    state, validation = run(tmp_path, log_every=5, save_every=3)
+    assert validation is None  # no evaluate
     rows = read_metrics(str(tmp_path), "train")
     assert [r["step"] for r in rows] == list(range(1, 13))
     assert [r["loss"] for r in rows] == list(range(1, 13))
@@ -92,6 +93,25 @@ def test_a_stop_fetches_and_checkpoints_the_step_it_stops_at(tmp_path, monkeypat
     monkeypatch.undo()
     run(tmp_path, log_every=10, save_every=100)  # resumes at 5
     assert [r["loss"] for r in read_metrics(str(tmp_path), "train")] == list(range(1, 13))
+
+
+def test_the_last_validation_is_returned_not_evaluated_again(tmp_path):
+    """Validation at step 0, every ``eval_every`` steps and the last; ``train`` returns the last
+    one's metrics; a run resumed after its end evaluates its state once and logs nothing."""
+    evaluated = []
+
+    def evaluate(state):
+        evaluated.append(int(state.step))
+        return dict(w=float(state.params["w"][0]))
+
+    state, validation = run(tmp_path, evaluate=evaluate, eval_every=5)
+    assert evaluated == [0, 5, 10, 12]
+    assert validation == dict(w=float(state.params["w"][0])) and validation["w"] > 0
+    rows = read_metrics(str(tmp_path), "validation")
+    assert [r["step"] for r in rows] == [0, 5, 10, 12] and rows[-1]["w"] == validation["w"]
+    _, again = run(tmp_path, evaluate=evaluate, eval_every=5)
+    assert evaluated == [0, 5, 10, 12, 12] and again == validation
+    assert read_metrics(str(tmp_path), "validation") == rows
 
 
 def test_a_profile_window_writes_a_trace(tmp_path):

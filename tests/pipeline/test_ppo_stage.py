@@ -19,6 +19,7 @@ from rlhf_jax.errors import ConfigError
 from rlhf_jax.models import CausalLM, LoraConfig, ModelConfig, ScalarHeadModel, lora
 from rlhf_jax.pipeline import ppo as ppo_stage
 from rlhf_jax.pipeline.settings import settings
+from rlhf_jax.train.rollout import Rollout
 from tests.metrics_log import straight_and_interrupted, timeless_metrics
 
 
@@ -160,16 +161,25 @@ def test_lora_ppo_checkpoints_only_what_trains_and_resumes_exactly(checkpoints, 
     assert "kernel" not in str(jax.tree_util.tree_structure(state["train"]["params"]["policy"]))
 
 
-def test_the_ema_changes_only_the_ema_metrics(checkpoints, tmp_path):
-    """Two validation batches; the policy's metrics must not depend on the EMA's decay."""
-    runs = {}
+def test_the_ema_changes_only_the_ema_metrics(checkpoints, tmp_path, monkeypatch):
+    """Two validation batches; the policy's metrics must not depend on the EMA's decay. Before
+    the first update the EMA is the policy, so that validation samples the policy alone."""
+    runs, rollouts = {}, []
+    sample = Rollout.__call__
+    monkeypatch.setattr(Rollout, "__call__",
+                        lambda self, *args: rollouts.append(1) or sample(self, *args))
     for decay in (0.0, 0.9):
         config = tiny(checkpoints, iterations=2, eval_every=1, eval_prompts=16,
                       ppo__ema_decay=decay)
         run(config, str(tmp_path / str(decay)))
+        # Two iterations' rollouts (two minibatches: scored apart from the update), then two
+        # validation batches at iterations 0 (the policy alone), 1 and 2 (policy and EMA).
+        assert len(rollouts) == 2 + 2 * (1 + 2 + 2), rollouts
+        rollouts.clear()
         runs[decay] = [r for r in timeless_metrics(str(tmp_path / str(decay)))
                        if r["split"] == "validation"]
     for a, b in zip(runs[0.0], runs[0.9]):
         assert {k: v for k, v in a.items() if not k.startswith("ema/")} == \
             {k: v for k, v in b.items() if not k.startswith("ema/")}
     assert runs[0.0][-1]["ema/score"] != runs[0.9][-1]["ema/score"]
+    assert all(runs[d][0]["ema/" + k] == runs[d][0][k] for d in runs for k in ("score", "kl"))
