@@ -95,10 +95,11 @@ def run_dpo(config, workdir: str, probe: Optional[Probe] = None) -> dict:
         stream = record_stream(sources["train"], "comparison", encode_one,
                                batch_size=config.batch_size, seed=config.seed,
                                columns=dict(ref_logprobs=reference["train"]))
-        state, validation = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
-                      jax.random.key(config.seed + 1),
-                      config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
-                      partitioner=partitioner, evaluate=evaluate, count_units=count_pairs)
+        state, validation = train(
+            lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
+            jax.random.key(config.seed + 1),
+            config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
+            partitioner=partitioner, evaluate=evaluate, count_units=count_pairs)
         stage.export_policy(model_config, state.params, frozen, config.init,
                             os.path.join(workdir, layout.MODEL), tokenizer)
         return validation

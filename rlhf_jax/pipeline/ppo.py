@@ -129,10 +129,11 @@ def run_ppo(config, workdir: str, judge: Optional[Judge] = None) -> dict:
         stream = _stream(config, tokenizer, prompts, pretrain if use_ptx else None)
         evaluate = _evaluator(config, rollout, reference, reward_params, prompts, pretrain,
                               tokenizer, partitioner, judge, full)
-        state, validation = train(iteration, state, abstract, stream, jax.random.key(config.seed),
-                      config=stage.loop_config(config, config.iterations, "episodes"),
-                      workdir=workdir, partitioner=partitioner, evaluate=evaluate,
-                      count_units=lambda b: len(b["prompt_ids"]))
+        state, validation = train(
+            iteration, state, abstract, stream, jax.random.key(config.seed),
+            config=stage.loop_config(config, config.iterations, "episodes"),
+            workdir=workdir, partitioner=partitioner, evaluate=evaluate,
+            count_units=lambda b: len(b["prompt_ids"]))
         _export(config, models, state, frozen, value.base_path, tokenizer, workdir)
         return validation
 

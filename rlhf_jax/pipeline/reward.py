@@ -60,10 +60,11 @@ def run_reward(config, workdir: str) -> dict:
                                donate_argnums=0)
         stream = record_stream(sources["train"], "comparison", encode_one, batch_size=batch,
                                seed=config.seed)
-        state, _ = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
-                      jax.random.key(config.seed + 1),
-                      config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
-                      partitioner=partitioner, evaluate=evaluate, count_units=count_pairs)
+        state, _ = train(
+            lambda s, b, r: step(s, b, r, frozen), state, abstract, stream,
+            jax.random.key(config.seed + 1),
+            config=stage.loop_config(config, steps, "comparisons"), workdir=workdir,
+            partitioner=partitioner, evaluate=evaluate, count_units=count_pairs)
         demonstration_mean = mean_reward(model, demonstrations, batch, partitioner)
         offset = demonstration_mean(full(state))
         trainable = center_reward(state.params, offset)

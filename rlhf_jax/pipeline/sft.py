@@ -62,11 +62,12 @@ def run_sft(config, workdir: str) -> dict:
         step = partitioner.jit(functools.partial(sft_step, model=model,
                                                  microbatches=config.microbatches),
                                donate_argnums=0)
-        state, validation = train(lambda s, b, r: step(s, b, r, frozen), state, abstract, stream(),
-                      jax.random.key(config.seed + 1),
-                      config=stage.loop_config(config, steps, "tokens"), workdir=workdir,
-                      partitioner=partitioner, evaluate=evaluate,
-                      count_units=lambda b: int(np.sum(b["segment_ids"] > 0)))
+        state, validation = train(
+            lambda s, b, r: step(s, b, r, frozen), state, abstract, stream(),
+            jax.random.key(config.seed + 1),
+            config=stage.loop_config(config, steps, "tokens"), workdir=workdir,
+            partitioner=partitioner, evaluate=evaluate,
+            count_units=lambda b: int(np.sum(b["segment_ids"] > 0)))
         stage.export_policy(model_config, state.params, frozen, config.init,
                             os.path.join(workdir, layout.MODEL), tokenizer)
         return validation
