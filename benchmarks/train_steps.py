@@ -93,6 +93,8 @@ def define_flags() -> None:
     flags.DEFINE_string("tunix_python", "/work/venvs/tunix/bin/python",
                         "interpreter of the virtualenv with google-tunix (benchmarks/tunix_peer.py)")
     flags.DEFINE_bool("skip_peers", False, "time our steps only (no TRL, no Tunix)")
+    flags.DEFINE_bool("prompt_once", True, "our RM step computes each comparison's prompt once "
+                      "(the prompt-once layout); false: whole prompt + response rows, as TRL")
 LR = 1e-4
 TUNIX_PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tunix_peer.py")
 TUNIX_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
@@ -101,32 +103,54 @@ STEPS = dict(sft=sft_step, rm=reward_step, dpo=functools.partial(dpo_step, confi
 
 
 def batches(b: int, t: int, prompt: int) -> dict:
-    """SFT rows and RM comparisons of ``t`` tokens (SFT loss after ``prompt``); random token
-    ids below 256, so the byte tokenizer's pad id (256) never occurs."""
+    """SFT rows and RM comparisons of ``t`` tokens (SFT loss after ``prompt``; the K = 2
+    responses of a comparison share its first ``prompt`` tokens); random token ids below 256,
+    so the byte tokenizer's pad id (256) never occurs."""
     rng = np.random.RandomState(0)
     sft = dict(tokens=rng.randint(0, 256, (b, t)), segment_ids=np.ones((b, t)),
                loss_mask=np.broadcast_to(np.arange(t) >= prompt, (b, t)))
-    rm = dict(tokens=rng.randint(0, 256, (b, 2, t)), mask=np.ones((b, 2, t)),
-              rank=np.tile([0, 1], (b, 1)), valid=np.ones((b, 2)))
+    shared = np.repeat(rng.randint(0, 256, (b, 1, prompt)), 2, axis=1)
+    rm = dict(tokens=np.concatenate([shared, rng.randint(0, 256, (b, 2, t - prompt))], axis=2),
+              mask=np.ones((b, 2, t)), rank=np.tile([0, 1], (b, 1)), valid=np.ones((b, 2)))
     rm = dict({k: v.astype(np.int32) for k, v in rm.items()}, valid=rm["valid"] > 0)
     response = np.broadcast_to(np.arange(t) >= prompt, (b, 2, t)).astype(np.int32)
     return dict(sft={k: v.astype(np.int32) for k, v in sft.items()}, rm=rm,
                 dpo=dict(rm, response_mask=response, ref_logprobs=np.zeros((b, 2), np.float32)))
 
 
-def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int) -> float:
+def after_prompt(rm: dict, prompt: int) -> dict:
+    """The comparisons of ``batches`` in the prompt-once layout (``comparison_batch`` with a
+    ``prompt_len``): the shared ``prompt`` tokens once, the responses alone after them."""
+    return dict(rm, prompt=rm["tokens"][:, 0, :prompt], prompt_mask=rm["mask"][:, 0, :prompt],
+                tokens=rm["tokens"][:, :, prompt:], mask=rm["mask"][:, :, prompt:])
+
+
+def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int, prompt: int = 0) -> float:
     """Model GFLOP of one step: 3 × forward (backward ≈ 2 × forward). A reward needs the scalar
     head (d_model → 1) instead of the LM head, and of its last layer only the keys and values
-    at every position: queries, attention, output projection and MLP at the last token alone."""
-    forward = config.flops_per_token(seq) * seq
-    if stage == "rm":
-        d, h = config.d_model, config.head_dim
-        last_layer_queries = 2.0 * (2 * d * h * config.n_heads
-                                    + d * config.mlp_dim * (3 if config.gated_mlp else 2)
-                                    + 2 * seq * config.n_heads * h)
-        forward -= seq * 2.0 * d * (config.vocab_size - 1) + (seq - 1) * last_layer_queries
-    sequences = batch * (1 if stage == "sft" else 2)
-    return 3 * forward * sequences / 1e9
+    at every position: queries, attention, output projection and MLP at the last token alone.
+    ``prompt`` > 0 (RM): the comparison's prompt of that many tokens computed once, then each
+    response's ``seq − prompt`` tokens attending to it (``ScalarHeadModel.score_after_prompt``)."""
+    if stage == "sft":
+        return 3 * config.flops_per_token(seq) * seq * batch / 1e9
+    d, h = config.d_model, config.head_dim
+
+    def forward(tokens: int, context: int, head: bool) -> float:
+        """``tokens`` tokens attending over ``context``, the LM head on each or (reward) the
+        last layer's queries at the last token alone."""
+        total = config.flops_per_token(context) * tokens
+        if not head:
+            last_layer_queries = 2.0 * (2 * d * h * config.n_heads
+                                        + d * config.mlp_dim * (3 if config.gated_mlp else 2)
+                                        + 2 * context * config.n_heads * h)
+            total -= tokens * 2.0 * d * (config.vocab_size - 1) + (tokens - 1) * last_layer_queries
+        return total
+
+    rm = stage == "rm"
+    if rm and prompt:
+        return 3 * batch * (forward(prompt, prompt, False)
+                            + 2 * forward(seq - prompt, seq, False)) / 1e9
+    return 3 * batch * 2 * forward(seq, seq, not rm) / 1e9
 
 
 def trace(folder: str):
@@ -242,12 +266,19 @@ def report(r: dict, config: ModelConfig, peak: float) -> None:
     unit = "tokens/s" if sft else "comparisons/s"
     rate = FLAGS.batch * (FLAGS.seq if sft else 1) / r["step_s"]
     r.update({"tokens_per_s" if sft else "comparisons_per_s": rate, "params": config.num_params(),
-              "gflops_per_s": step_gflop(config, r["stage"], FLAGS.batch, FLAGS.seq) / r["step_s"]})
+              "gflops_per_s": step_gflop(config, r["stage"], FLAGS.batch, FLAGS.seq,
+                                         prompt_once(r["stage"], r["side"])) / r["step_s"]})
     r["share_of_peak"] = r["gflops_per_s"] / peak
     assert np.isfinite([r["first_loss"], r["last_loss"]]).all(), r
     print(f"{r['model']:6s} {r['dtype']:8s} {r['stage']:3s} {r['side']:5s} {rate:9.1f} {unit:13s} "
           f"{r['gflops_per_s']:6.1f} GFLOP/s ({r['share_of_peak']:4.0%} of {peak:.0f}), "
           f"step {1e3 * r['step_s']:7.1f} ms, loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}")
+
+
+def prompt_once(stage: str, side: str) -> int:
+    """The prompt length of the prompt-once layout where that side runs it (our RM step with
+    ``--prompt_once``), else 0."""
+    return FLAGS.prompt if stage == "rm" and side == "ours" and FLAGS.prompt_once else 0
 
 
 PEER_STAGES = dict(trl=("sft", "rm"), tunix=("sft", "dpo"))  # what each peer's runner times
@@ -287,7 +318,8 @@ def main(_):
             for stage, batch in batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt).items():
                 if stage not in FLAGS.stages:
                     continue
-                runners = {"ours": functools.partial(ours, config, stage, batch, FLAGS.steps,
+                mine = after_prompt(batch, FLAGS.prompt) if prompt_once(stage, "ours") else batch
+                runners = {"ours": functools.partial(ours, config, stage, mine, FLAGS.steps,
                                                      FLAGS.warmup)}
                 if "trl" in peers and stage in PEER_STAGES["trl"]:
                     runners["trl"] = functools.partial(trl_side, config, stage, batch,
@@ -314,7 +346,8 @@ def main(_):
         import trl
         versions.update(torch=torch.__version__, transformers=transformers.__version__,
                         trl=trl.__version__)
-    print(json.dumps(dict(batch=FLAGS.batch, seq=FLAGS.seq, prompt=FLAGS.prompt, steps=FLAGS.steps,
+    print(json.dumps(dict(batch=FLAGS.batch, seq=FLAGS.seq, prompt=FLAGS.prompt,
+                          prompt_once=FLAGS.prompt_once, steps=FLAGS.steps,
                           warmup=FLAGS.warmup, rounds=FLAGS.rounds, threads=FLAGS.threads,
                           peak_gflops=peaks,
                           device=jax.devices()[0].device_kind, rows=rows, ours_over_peer=ratios,

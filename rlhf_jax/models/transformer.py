@@ -169,11 +169,9 @@ class Decoder(nn.Module):
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
                  cache: Optional[KVCache] = None, outputs: Optional[Outputs] = None):
-        """Returns the final hidden states (B, T, D) in float32, or (B, P, D) at ``outputs``
-        (not with a cache), and the updated cache (or None)."""
+        """Returns the final hidden states (B, T, D) in float32, or (B, P, D) at ``outputs``,
+        and the updated cache (or None)."""
         cfg = self.config
-        if outputs is not None and cache is not None:
-            raise ValueError("outputs cannot be combined with a KV cache")
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, bool)
         attention_mask = attention_mask.astype(bool)
@@ -196,27 +194,29 @@ class Decoder(nn.Module):
         x = constrain(x, RESIDUAL_NAMES)
         shared = (rope, mask, cache_index)
         if outputs is not None and not self.is_initializing():
-            return self.final_norm(self._layers_to(x, shared, outputs)), None
-        if cfg.scan_layers:
-            stacked = None if kv is None else (jnp.stack(kv[0]), jnp.stack(kv[1]))
-            x, new_kv = self.layers(x, shared, stacked)
-            if new_kv is not None:
-                new_kv = tuple(tuple(jnp.unstack(a)) for a in new_kv)
+            x, new_kv = self._layers_to(x, shared, outputs, kv)
+        elif cfg.scan_layers:
+            x, new_kv = self.layers(x, shared, _stack(kv))
+            new_kv = _unstack(new_kv)
         else:
             layer_kvs = []
             for i, layer in enumerate(self.layers):
                 x, layer_kv = layer(x, shared, None if kv is None else (kv[0][i], kv[1][i]))
                 layer_kvs.append(layer_kv)
             new_kv = None if kv is None else tuple(zip(*layer_kvs))
-        x = self.final_norm(take_positions(x, outputs))
+        if outputs is None or self.is_initializing():
+            x = take_positions(x, outputs)
+        x = self.final_norm(x)
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=new_kv[0], v=new_kv[1], mask=slots,
                                 index=cache.index + input_ids.shape[1])
         return x, new_cache
 
-    def _layers_to(self, x, shared, outputs):
-        """Every block but the last over all positions, then the last at ``outputs`` alone.
+    def _layers_to(self, x, shared, outputs, kv):
+        """Every block but the last over all positions, then the last at ``outputs`` alone
+        (its keys and values still at every position, and into the cache ``kv`` if any);
+        returns the last block's output at ``outputs`` and the blocks' new caches (or None).
 
         The blocks run as pure functions of slices of this module's parameters: the
         first n − 1 stacked layers as an ``nn.scan`` of length n − 1, the last block on
@@ -224,28 +224,48 @@ class Decoder(nn.Module):
         cfg = self.config
         params = nn.meta.unbox(self.variables["params"])
         rngs = {"dropout": self.make_rng("dropout")} if self.has_rng("dropout") else {}
+        first_kv = None if kv is None else (kv[0][:-1], kv[1][:-1])
+        last_kv = None if kv is None else (kv[0][-1], kv[1][-1])
         if cfg.scan_layers:
             stacked = params["layers"]
             last = jax.tree.map(lambda a: a[-1], stacked)
+            new_first = None if kv is None else ((), ())
             if cfg.n_layers > 1:
                 first = jax.tree.map(lambda a: a[:-1], stacked)
-                x, _ = scanned_blocks(cfg, cfg.n_layers - 1)(cfg, parent=None).apply(
-                    {"params": first}, x, shared, None, rngs=rngs)
+                x, new_first = scanned_blocks(cfg, cfg.n_layers - 1)(cfg, parent=None).apply(
+                    {"params": first}, x, shared, _stack(first_kv), rngs=rngs)
+                new_first = _unstack(new_first)
         else:
             last = params[f"layers_{cfg.n_layers - 1}"]
-            for layer in self.layers[:-1]:
-                x, _ = layer(x, shared, None)
+            layer_kvs = []
+            for i, layer in enumerate(self.layers[:-1]):
+                x, layer_kv = layer(x, shared, None if kv is None else (kv[0][i], kv[1][i]))
+                layer_kvs.append(layer_kv)
+            new_first = None if kv is None else tuple(zip(*layer_kvs)) or ((), ())
 
-        def last_block(p, x):
-            return DecoderBlock(cfg, parent=None).apply({"params": p}, x, shared, None, outputs,
-                                                        rngs=rngs)[0]
+        def last_block(p, x, layer_kv):
+            return DecoderBlock(cfg, parent=None).apply({"params": p}, x, shared, layer_kv,
+                                                        outputs, rngs=rngs)
         if cfg.remat_policy != "none":
             last_block = jax.checkpoint(last_block, policy=REMAT_POLICIES[cfg.remat_policy],
                                         prevent_cse=False)
-        return last_block(last, x)
+        x, new_last = last_block(last, x, last_kv)
+        if kv is None:
+            return x, None
+        return x, (tuple(new_first[0]) + (new_last[0],), tuple(new_first[1]) + (new_last[1],))
 
     def attend(self, h):
         return self.embed.attend(h)
+
+
+def _stack(kv):
+    """Per-layer caches ``(k, v)`` (tuples of n arrays) → stacked (n, …) arrays, or None."""
+    return None if kv is None else (jnp.stack(kv[0]), jnp.stack(kv[1]))
+
+
+def _unstack(kv):
+    """Stacked ``(k, v)`` of a scan → per-layer tuples, or None."""
+    return None if kv is None else tuple(tuple(jnp.unstack(a)) for a in kv)
 
 
 class CausalLM(nn.Module):
@@ -288,23 +308,49 @@ class ScalarHeadModel(nn.Module):
     ``score_range=(start, stop)`` only (B, stop − start). The trunk's last layer runs
     at the positions read alone (``Decoder``'s ``outputs``). The head's
     parameters are float32 whatever ``param_dtype`` (it always trains, and Adam's
-    small steps would vanish in bfloat16 weights).
+    small steps would vanish in bfloat16 weights). ``score_after_prompt`` scores K
+    responses to one prompt with the prompt computed once.
     """
 
     config: ModelConfig
 
-    @nn.compact
+    def setup(self):
+        cfg = self.config
+        self.trunk = Decoder(cfg)
+        self.head = Dense(cfg.replace(param_dtype="float32"), (cfg.d_model,), (ax.EMBED,),
+                          use_bias=True)
+
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
                  per_token: bool = False, score_range: Optional[tuple[int, int]] = None):
-        cfg = self.config
         if per_token:
             outputs = score_range
         elif attention_mask is None:
             outputs = (input_ids.shape[1] - 1, input_ids.shape[1])
         else:
             outputs = last_token_index(attention_mask)[:, None]
-        h, _ = Decoder(cfg, name="trunk")(input_ids, attention_mask, positions, segment_ids,
-                                          outputs=outputs)
-        scores = Dense(cfg.replace(param_dtype="float32"), (cfg.d_model,), (ax.EMBED,),
-                       use_bias=True, name="head")(h)  # (B, P)
+        h, _ = self.trunk(input_ids, attention_mask, positions, segment_ids, outputs=outputs)
+        scores = self.head(h)  # (B, P)
         return scores if per_token else scores[:, 0]
+
+    def score_after_prompt(self, prompt_ids, prompt_mask, response_ids, response_mask):
+        """Scores (B, K) of K responses (B, K, R) to each prompt (B, P), read at each
+        response's last real token (a response needs one): the same as scoring each
+        prompt + response as one row, with the prompt's hidden states computed once.
+
+        With causal attention a prompt's keys and values do not depend on what follows it,
+        so the trunk fills a ``KVCache`` with them (P tokens, any padding masked), the cache
+        is repeated K times, and the responses run as one chunk of R tokens after it: a
+        comparison costs P + K·R token passes instead of K·(P + R). Gradients flow to the
+        prompt's pass through the cache (summed over its K copies).
+        """
+        b, k, r = response_ids.shape
+        p = prompt_ids.shape[1]
+        cache = KVCache.init(self.config, b, p + r)
+        _, cache = self.trunk(prompt_ids, prompt_mask, cache=cache, outputs=(p - 1, p))
+        cache = cache.replace(k=tuple(jnp.repeat(x, k, axis=0) for x in cache.k),
+                              v=tuple(jnp.repeat(x, k, axis=0) for x in cache.v),
+                              mask=jnp.repeat(cache.mask, k, axis=0))
+        mask = response_mask.reshape(b * k, r)
+        h, _ = self.trunk(response_ids.reshape(b * k, r), mask, cache=cache,
+                          outputs=last_token_index(mask)[:, None])
+        return self.head(h)[:, 0].reshape(b, k)

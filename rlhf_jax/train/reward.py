@@ -20,11 +20,26 @@ def score_responses(model: ScalarHeadModel, params, tokens, mask, rng=None) -> j
     return rewards.reshape(b, k)
 
 
+def score_comparisons(model: ScalarHeadModel, params, batch: dict, rng=None) -> jax.Array:
+    """Rewards (B, K) of a comparison batch in either layout of ``comparison_batch``:
+    ``tokens``, ``mask`` (B, K, T) rows of prompt + response; or with ``prompt``,
+    ``prompt_mask`` (B, P) the responses alone in ``tokens``, ``mask`` (B, K, R), scored
+    after the prompt computed once (``ScalarHeadModel.score_after_prompt``, the same
+    rewards for P + K·R token passes instead of K·(P + R))."""
+    if "prompt" not in batch:
+        return score_responses(model, params, batch["tokens"], batch["mask"], rng)
+    rngs = None if rng is None else {"dropout": rng}
+    return model.apply({"params": params}, batch["prompt"], batch["prompt_mask"],
+                       batch["tokens"], batch["mask"], rngs=rngs,
+                       method=ScalarHeadModel.score_after_prompt)
+
+
 def reward_loss_terms(model: ScalarHeadModel, params, batch: dict, rng: jax.Array):
     """K-wise loss terms of one batch.
 
-    ``batch``: ``tokens`` and ``mask`` (B, K, T) (prompt + response, padded),
-    ``rank`` (B, K) (0 = best) and ``valid`` (B, K) (false on padding responses).
+    ``batch``: ``tokens`` and ``mask`` (B, K, T) (prompt + response, padded; or the
+    responses after a ``prompt``, see ``score_comparisons``), ``rank`` (B, K) (0 = best)
+    and ``valid`` (B, K) (false on padding responses).
     Metric sums: correct and total pairs, and reward sum and sum of squares over
     valid responses.
 
@@ -37,7 +52,7 @@ def reward_loss_terms(model: ScalarHeadModel, params, batch: dict, rng: jax.Arra
     """
     head = dict(params["head"], bias=jax.lax.stop_gradient(params["head"]["bias"]))
     params = dict(params, head=head)
-    rewards = score_responses(model, params, batch["tokens"], batch["mask"], rng)
+    rewards = score_comparisons(model, params, batch, rng)
     loss_sum, count, metrics = kwise_ranking_loss(rewards, batch["rank"], batch["valid"])
     valid = batch["valid"].astype(jnp.float32)
     return loss_sum, count, dict(metrics, responses=jnp.sum(valid),

@@ -313,3 +313,42 @@ def test_reading_one_position_per_row_skips_most_of_the_last_layer():
 
     full, reward = flops(per_token=True), flops()
     assert 0.7 < reward / full < 0.8, (reward, full)  # 4 layers → about 3 layers and K/V
+
+
+@pytest.mark.parametrize("variant", sorted(OUTPUT_VARIANTS) + ["gpt2"])
+def test_responses_after_a_prompt_computed_once_equal_whole_rows(variant):
+    """``score_after_prompt`` (prompt once, K responses after its cache) equals scoring each
+    prompt + response as one row, and so do the gradients: left-padded prompts and
+    right-padded responses of different lengths, K = 3."""
+    changes = dict(OUTPUT_VARIANTS.get(variant, {}), **FAMILY_VARIANTS.get(variant, {}))
+    config = tiny(**changes)
+    params = init(config.replace(scan_layers=True), ScalarHeadModel)
+    if not config.scan_layers:
+        params = unstack_layers(params)
+    model = ScalarHeadModel(config)
+    prompt_lens, response_lens = [5, 2], [[4, 1, 6], [6, 3, 2]]
+    p, r = 6, 6
+    prompt, responses = random_ids(config, (2, p), seed=2), random_ids(config, (2, 3, r), seed=3)
+    prompt_mask = jnp.arange(p)[None] >= p - jnp.asarray(prompt_lens)[:, None]
+    response_mask = jnp.arange(r) < jnp.asarray(response_lens)[..., None]
+    rows = np.zeros((2, 3, p + r), np.int32)  # prompt + response, right-padded
+    for b in range(2):
+        for k in range(3):
+            ids = np.concatenate([np.asarray(prompt[b])[p - prompt_lens[b]:],
+                                  np.asarray(responses[b, k])[:response_lens[b][k]]])
+            rows[b, k, :len(ids)] = ids
+    rows_mask = np.arange(p + r) < (np.asarray(prompt_lens)[:, None]
+                                    + np.asarray(response_lens))[..., None]
+
+    def shared(params):
+        return model.apply({"params": params}, prompt, prompt_mask, responses, response_mask,
+                           method=ScalarHeadModel.score_after_prompt)
+
+    def whole(params):
+        return model.apply({"params": params}, rows.reshape(6, -1),
+                           rows_mask.reshape(6, -1)).reshape(2, 3)
+
+    np.testing.assert_allclose(shared(params), whole(params), atol=TOL)
+    assert float(jnp.std(whole(params))) > 100 * TOL  # the responses score differently
+    grads = [jax.grad(lambda q, f=f: jnp.sum(jnp.sin(3 * f(q))))(params) for f in (shared, whole)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=TOL), *grads)
