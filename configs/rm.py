@@ -23,6 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.toy_records = args.records
     c.data.k_max = MAX_K  # responses per prompt are padded to this many
     c.data.max_len = 160
+    # > 0: each comparison's prompt is computed once, its K responses after it (the same rewards
+    # for P + K·R token passes instead of K·(P + R)); prompts get at most this many tokens
+    # (cut from the left), responses max_len − max_prompt_len (cut from the right)
+    c.data.max_prompt_len = 0
     c.normalize = dict(
         kind="demonstration",
         path="",  # demonstrations (the SFT data) that should score 0 on average

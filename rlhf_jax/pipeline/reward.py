@@ -33,7 +33,8 @@ from rlhf_jax.pipeline.loop import train
 from rlhf_jax.pipeline.state import create_train_state, initial_weights
 from rlhf_jax.rl.ranking import per_prompt_ranking
 from rlhf_jax.train.optim import make_optimizer
-from rlhf_jax.train.reward import center_reward, reward_step, score_responses
+from rlhf_jax.train.reward import (center_reward, reward_step, score_comparisons,
+                                   score_responses)
 
 
 def run_reward(config, workdir: str) -> dict:
@@ -77,9 +78,12 @@ def run_reward(config, workdir: str) -> dict:
 
 
 def encode_comparison(tokenizer, data_config, comparison) -> dict:
+    """One comparison's arrays (``comparison_batch``, in the prompt-once layout when
+    ``data.max_prompt_len`` > 0), without ``response_mask``, which the RM does not read."""
     one = comparison_batch(tokenizer, [comparison], data_config.max_len, data_config.k_max,
-                           data_config.chat, tokenizer.pad_token_id or 0)
-    return {k: v[0] for k, v in one.items()}
+                           data_config.chat, tokenizer.pad_token_id or 0,
+                           data_config.max_prompt_len)
+    return {k: v[0] for k, v in one.items() if k != "response_mask"}
 
 
 def count_pairs(batch: dict) -> int:
@@ -93,13 +97,13 @@ def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size
     ``accuracy/<labeler>`` per labeler id) and reward ``reward_mean``/``reward_std`` over the
     responses of all validation comparisons."""
     labelers = sorted({c.labeler_id for c in comparisons if c.labeler_id is not None})
-    rows = {k: np.stack([encode_one(c)[k] for c in comparisons])
-            for k in ("tokens", "mask", "rank", "valid")}
+    encoded = [encode_one(c) for c in comparisons]
+    rows = {k: np.stack([e[k] for e in encoded]) for k in encoded[0]}
     index = {name: i for i, name in enumerate(labelers)}
     rows["labeler"] = np.array([index.get(c.labeler_id, -1) for c in comparisons], np.int32)
 
     def sums(params, b):
-        rewards = score_responses(model, params, b["tokens"], b["mask"])
+        rewards = score_comparisons(model, params, b)
         per = per_prompt_ranking(rewards, b["rank"], b["valid"])
         by_labeler = jax.nn.one_hot(b["labeler"], max(len(labelers), 1))  # (B, L); -1 → zeros
         valid = b["valid"].astype(jnp.float32)

@@ -35,6 +35,29 @@ def test_comparison_batch_layout():
     assert batch["mask"][0, 1].sum() == n and batch["mask"][0, 3].sum() == 0
 
 
+def test_prompt_once_layout_holds_the_rows_tokens_and_cuts_each_part_apart():
+    """Prompt once (left-padded) + each response alone give the tokens of the rows layout when
+    nothing is cut; a long prompt keeps its end, a long response its start."""
+    comps = [Comparison("Pick one.", ("a", "bb", "ccc"), (2, 0, 1)),
+             Comparison("Again, " * 30, ("x", "y " * 60), (1, 0))]
+    rows = comparison_batch(tokenizer(), comps[:1], max_len=80, k_max=4, chat=True)
+    once = comparison_batch(tokenizer(), comps, max_len=80, k_max=4, chat=True, prompt_len=40)
+    assert once["prompt"].shape == (2, 40) and once["tokens"].shape == (2, 4, 40)
+    for key in ("rank", "valid"):
+        np.testing.assert_array_equal(once[key][:1], rows[key])
+    prompt = once["prompt"][0][once["prompt_mask"][0] > 0]
+    for i in range(3):
+        whole = rows["tokens"][0, i][rows["mask"][0, i] > 0]
+        response = once["tokens"][0, i][once["mask"][0, i] > 0]
+        np.testing.assert_array_equal(np.concatenate([prompt, response]), whole)
+        np.testing.assert_array_equal(once["response_mask"][0, i], once["mask"][0, i])
+    head, tail = encode(tokenizer(), comps[1].prompt, comps[1].responses[1], chat=True)
+    assert len(head) > 40 and len(tail) > 40
+    np.testing.assert_array_equal(once["prompt"][1], head[-40:])
+    assert once["prompt_mask"][1].all()
+    np.testing.assert_array_equal(once["tokens"][1, 1], tail[:40])
+
+
 def test_demonstration_examples_mask_the_response_only():
     demos = [Demonstration("Say hi.", "Hi!")]
     (ex,) = demonstration_examples(tokenizer(), demos, max_len=64, chat=True)

@@ -173,6 +173,10 @@ TRAIN = {  # case -> (arguments after --workdir, what the error line names)
         [*PPO, "--config.data.max_prompt_len=480"],
         ["config.data.max_prompt_len=480: plus sampling.max_new_tokens=48 is 528 tokens, more "
          "than the model's context of 512"]),
+    "rm_prompt_leaves_no_response": (
+        [*RM, "--config.data.max_prompt_len=160"],
+        ["config.data.max_prompt_len=160: must be less than data.max_len=160 (the responses get "
+         "the rest)"]),
     "rows_over_context": ([*SFT, "--config.data.max_len=1024"],
                           ["config.data.max_len=1024: must be at most the model's context of 512"]),
     "missing_data_file": (

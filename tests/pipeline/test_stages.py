@@ -55,6 +55,24 @@ def test_tiny_reward_model_beats_chance_and_is_normalized(tmp_path):
     assert params["head"]["bias"].shape == ()
 
 
+def test_reward_model_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp_path):
+    """``data.max_prompt_len`` > 0 (the prompt-once layout) scores the same sequences when
+    nothing is cut, so the run's losses and validation follow the whole-row run's."""
+    runs = {}
+    for name, fields in (("rows", {}), ("once", dict(data__max_len=320,
+                                                      data__max_prompt_len=160))):
+        result = run(tiny("rm", 300, steps=12, **fields), str(tmp_path / name))
+        runs[name] = (result, read_metrics(str(tmp_path / name), "train"),
+                      read_metrics(str(tmp_path / name), "validation"))
+    (rows, rows_train, rows_val), (once, once_train, once_val) = runs["rows"], runs["once"]
+    np.testing.assert_allclose([r["loss"] for r in once_train], [r["loss"] for r in rows_train],
+                               rtol=1e-4)
+    assert rows_val[-1]["accuracy"] > rows_val[0]["accuracy"]  # it learned something
+    for key in ("loss", "accuracy", "reward_mean", "reward_std"):
+        assert once_val[-1][key] == pytest.approx(rows_val[-1][key], rel=1e-4, abs=1e-5), key
+    assert once["demonstration_offset"] == pytest.approx(rows["demonstration_offset"], rel=1e-4)
+
+
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     """The loop is every stage's (the RM's and PPO's too; PPO's resumption is tested in
     test_ppo_stage.py, each stream kind's in tests/data/test_loaders.py)."""
