@@ -320,10 +320,12 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
         sums: dict = {}
         counts: dict = {}  # rows with non-finite values, and rows in all (episodes)
         policy = full(state.train.params)
-        ema = full(dict(state.train.params, policy=state.ema))
         # Before the first update the EMA is a copy of the policy: its rollout would repeat the
         # policy's (same params, same key), so its metrics are the policy's.
-        models = (("", policy),) if int(state.iteration) == 0 else (("", policy), ("ema/", ema))
+        ema_is_policy = int(state.iteration) == 0
+        models = [("", policy)]
+        if not ema_is_policy:
+            models.append(("ema/", full(dict(state.train.params, policy=state.ema))))
         for i, b in enumerate(batches):
             for prefix, params in models:
                 experience, m = rollout(params, reference, reward_params, b["prompt_ids"],
@@ -340,7 +342,7 @@ def _evaluator(config, rollout: Rollout, reference, reward_params, prompts, pret
                     sums[prefix + k] = sums.get(prefix + k, 0.0) + float(m[k]) / len(batches)
                 for k in (k for k in m if k.startswith("nonfinite/") or k == "episodes"):
                     counts[k] = counts.get(k, 0.0) + float(m[k])
-        if len(models) == 1:
+        if ema_is_policy:
             sums.update({"ema/" + k: sums[k] for k in ("score", "kl")})
         if any(v for k, v in counts.items() if k != "episodes"):  # check_finite names them
             sums.update(counts)
