@@ -43,7 +43,8 @@ def run_reward(config, workdir: str) -> dict:
     with partitioner.activate():
         sources = stage.prepare("comparison", config, workdir, tokenizer)
         demonstrations = _demonstration_rows(config, workdir, tokenizer)  # a bad file fails now
-        encode_one = functools.partial(encode_comparison, tokenizer, config.data)
+        encode_one = functools.partial(encode_comparison, tokenizer, config.data,
+                                       prompt_len=config.data.max_prompt_len)
         batch = config.batch_size
         steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
         model_config, pretrained = initial_weights(config, partitioner)
@@ -77,13 +78,12 @@ def run_reward(config, workdir: str) -> dict:
         return result
 
 
-def encode_comparison(tokenizer, data_config, comparison) -> dict:
-    """One comparison's arrays (``comparison_batch``, in the prompt-once layout when
-    ``data.max_prompt_len`` > 0), without ``response_mask``, which the RM does not read."""
+def encode_comparison(tokenizer, data_config, comparison, prompt_len: int = 0) -> dict:
+    """One comparison's arrays (``comparison_batch``; the prompt-once layout with
+    ``prompt_len`` > 0, the RM's ``data.max_prompt_len``)."""
     one = comparison_batch(tokenizer, [comparison], data_config.max_len, data_config.k_max,
-                           data_config.chat, tokenizer.pad_token_id or 0,
-                           data_config.max_prompt_len)
-    return {k: v[0] for k, v in one.items() if k != "response_mask"}
+                           data_config.chat, tokenizer.pad_token_id or 0, prompt_len)
+    return {k: v[0] for k, v in one.items()}
 
 
 def count_pairs(batch: dict) -> int:
