@@ -199,11 +199,7 @@ class Decoder(nn.Module):
             x, new_kv = self.layers(x, shared, _stack(kv))
             new_kv = _unstack(new_kv)
         else:
-            layer_kvs = []
-            for i, layer in enumerate(self.layers):
-                x, layer_kv = layer(x, shared, None if kv is None else (kv[0][i], kv[1][i]))
-                layer_kvs.append(layer_kv)
-            new_kv = None if kv is None else tuple(zip(*layer_kvs))
+            x, new_kv = _in_turn(self.layers, x, shared, kv)
         if outputs is None or self.is_initializing():
             x = take_positions(x, outputs)
         x = self.final_norm(x)
@@ -237,11 +233,7 @@ class Decoder(nn.Module):
                 new_first = _unstack(new_first)
         else:
             last = params[f"layers_{cfg.n_layers - 1}"]
-            layer_kvs = []
-            for i, layer in enumerate(self.layers[:-1]):
-                x, layer_kv = layer(x, shared, None if kv is None else (kv[0][i], kv[1][i]))
-                layer_kvs.append(layer_kv)
-            new_first = None if kv is None else tuple(zip(*layer_kvs)) or ((), ())
+            x, new_first = _in_turn(self.layers[:-1], x, shared, first_kv)
 
         def last_block(p, x, layer_kv):
             return DecoderBlock(cfg, parent=None).apply({"params": p}, x, shared, layer_kv,
@@ -256,6 +248,15 @@ class Decoder(nn.Module):
 
     def attend(self, h):
         return self.embed.attend(h)
+
+
+def _in_turn(layers, x, shared, kv):
+    """The blocks ``layers`` one after another (a Python loop), each with its cache from the
+    per-layer tuples ``kv`` if any; returns x and their new caches (or None)."""
+    new = [None] * len(layers)
+    for i, layer in enumerate(layers):
+        x, new[i] = layer(x, shared, None if kv is None else (kv[0][i], kv[1][i]))
+    return x, None if kv is None else (tuple(c[0] for c in new), tuple(c[1] for c in new))
 
 
 def _stack(kv):
