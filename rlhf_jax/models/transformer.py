@@ -193,14 +193,15 @@ class Decoder(nn.Module):
             rope = rope_tables(cfg, positions)
         x = constrain(x, RESIDUAL_NAMES)
         shared = (rope, mask, cache_index)
-        if outputs is not None and not self.is_initializing():
+        last_layer_at_outputs = outputs is not None and not self.is_initializing()
+        if last_layer_at_outputs:
             x, new_kv = self._layers_to(x, shared, outputs, kv)
         elif cfg.scan_layers:
             x, new_kv = self.layers(x, shared, _stack(kv))
             new_kv = _unstack(new_kv)
         else:
             x, new_kv = _in_turn(self.layers, x, shared, kv)
-        if outputs is None or self.is_initializing():
+        if not last_layer_at_outputs:
             x = take_positions(x, outputs)
         x = self.final_norm(x)
         new_cache = None

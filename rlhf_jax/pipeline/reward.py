@@ -98,7 +98,8 @@ def ranking_accuracy(model: ScalarHeadModel, comparisons, encode_one, batch_size
     responses of all validation comparisons."""
     labelers = sorted({c.labeler_id for c in comparisons if c.labeler_id is not None})
     encoded = [encode_one(c) for c in comparisons]
-    rows = {k: np.stack([e[k] for e in encoded]) for k in encoded[0]}
+    rows = {k: np.stack([e[k] for e in encoded]) for k in encoded[0]
+            if k != "response_mask"}  # the reward reads no response mask: not sent to devices
     index = {name: i for i, name in enumerate(labelers)}
     rows["labeler"] = np.array([index.get(c.labeler_id, -1) for c in comparisons], np.int32)
 
