@@ -19,6 +19,10 @@ all cores of this (2-core) machine. One step is forward, backward, clipping and 
   computes them at every step; its figure here is its jitted train step alone, the
   reference pass's time is reported beside it, see ``benchmarks/tunix_peer.py``).
 
+The two responses of a comparison share its first ``--prompt`` tokens; with ``--prompt_once``
+(the default) our RM and DPO steps compute them once per comparison, as the stages do with
+``data.max_prompt_len`` > 0, and the peers run whole rows (the same maths, less work).
+
 Peers: TRL's ``SFTTrainer`` / ``RewardTrainer`` (``pip install -e ".[bench]"``) and Tunix's
 ``PeftTrainer`` / ``DPOTrainer``, run by ``benchmarks/tunix_peer.py`` in its own virtualenv
 (``--tunix_python``; float32 only: Tunix's Llama computes in its parameters' dtype).
@@ -93,8 +97,9 @@ def define_flags() -> None:
     flags.DEFINE_string("tunix_python", "/work/venvs/tunix/bin/python",
                         "interpreter of the virtualenv with google-tunix (benchmarks/tunix_peer.py)")
     flags.DEFINE_bool("skip_peers", False, "time our steps only (no TRL, no Tunix)")
-    flags.DEFINE_bool("prompt_once", True, "our RM step computes each comparison's prompt once "
-                      "(the prompt-once layout); false: whole prompt + response rows, as TRL")
+    flags.DEFINE_bool("prompt_once", True, "our RM and DPO steps compute each comparison's prompt "
+                      "once (the prompt-once layout); false: whole prompt + response rows, as "
+                      "TRL and Tunix")
 LR = 1e-4
 TUNIX_PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tunix_peer.py")
 TUNIX_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
@@ -118,19 +123,22 @@ def batches(b: int, t: int, prompt: int) -> dict:
                 dpo=dict(rm, response_mask=response, ref_logprobs=np.zeros((b, 2), np.float32)))
 
 
-def after_prompt(rm: dict, prompt: int) -> dict:
+def after_prompt(rows: dict, prompt: int) -> dict:
     """The comparisons of ``batches`` in the prompt-once layout (``comparison_batch`` with a
     ``prompt_len``): the shared ``prompt`` tokens once, the responses alone after them."""
-    return dict(rm, prompt=rm["tokens"][:, 0, :prompt], prompt_mask=rm["mask"][:, 0, :prompt],
-                tokens=rm["tokens"][:, :, prompt:], mask=rm["mask"][:, :, prompt:])
+    responses = {k: rows[k][:, :, prompt:] for k in ("tokens", "mask", "response_mask")
+                 if k in rows}
+    return dict(rows, prompt=rows["tokens"][:, 0, :prompt],
+                prompt_mask=rows["mask"][:, 0, :prompt], **responses)
 
 
 def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int, prompt: int = 0) -> float:
     """Model GFLOP of one step: 3 × forward (backward ≈ 2 × forward). A reward needs the scalar
     head (d_model → 1) instead of the LM head, and of its last layer only the keys and values
     at every position: queries, attention, output projection and MLP at the last token alone.
-    ``prompt`` > 0 (RM): the comparison's prompt of that many tokens computed once, then each
-    response's ``seq − prompt`` tokens attending to it (``ScalarHeadModel.score_after_prompt``)."""
+    ``prompt`` > 0 (RM, DPO): the comparison's prompt of that many tokens computed once (the
+    last layer's queries and the head at its last token alone), then each response's
+    ``seq − prompt`` tokens attending to it (``after_prompt`` in ``models/transformer.py``)."""
     if stage == "sft":
         return 3 * config.flops_per_token(seq) * seq * batch / 1e9
     d, h = config.d_model, config.head_dim
@@ -147,9 +155,9 @@ def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int, prompt: in
         return total
 
     rm = stage == "rm"
-    if rm and prompt:
+    if prompt:
         return 3 * batch * (forward(prompt, prompt, False)
-                            + 2 * forward(seq - prompt, seq, False)) / 1e9
+                            + 2 * forward(seq - prompt, seq, not rm)) / 1e9
     return 3 * batch * 2 * forward(seq, seq, not rm) / 1e9
 
 
@@ -181,7 +189,7 @@ def ours(config: ModelConfig, stage: str, batch: dict, steps: int, warmup: int,
     batch = jax.device_put(batch)
     if stage == "dpo":  # the reference log-probs, once, as run_dpo computes them before training
         batch["ref_logprobs"] = jax.jit(functools.partial(response_logprobs, model))(
-            state.params, batch["tokens"], batch["mask"], batch["response_mask"])
+            state.params, batch)
     keys = jax.random.split(jax.random.key(1), warmup + steps)
     start = time.perf_counter()
     compiled = step.lower(state, batch, keys[0]).compile()
@@ -276,9 +284,9 @@ def report(r: dict, config: ModelConfig, peak: float) -> None:
 
 
 def prompt_once(stage: str, side: str) -> int:
-    """The prompt length of the prompt-once layout where that side runs it (our RM step with
-    ``--prompt_once``), else 0."""
-    return FLAGS.prompt if stage == "rm" and side == "ours" and FLAGS.prompt_once else 0
+    """The prompt length of the prompt-once layout where that side runs it (our RM and DPO
+    steps with ``--prompt_once``), else 0."""
+    return FLAGS.prompt if stage != "sft" and side == "ours" and FLAGS.prompt_once else 0
 
 
 PEER_STAGES = dict(trl=("sft", "rm"), tunix=("sft", "dpo"))  # what each peer's runner times

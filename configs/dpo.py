@@ -25,6 +25,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.toy_records = args.records
     c.data.k_max = MAX_K  # responses per prompt are padded to this many
     c.data.max_len = 160
+    # > 0: each comparison's prompt is computed once, its K responses after it (the same
+    # log-probs for P + K·R token passes instead of K·(P + R), the reference's too); prompts
+    # get at most this many tokens (cut from the left), responses max_len − max_prompt_len
+    c.data.max_prompt_len = 0
     c.dpo = dict(
         beta=0.1,  # β: implicit reward β·log(π/π_ref); larger keeps π closer to the reference
         loss="dpo",  # dpo | ipo | cdpo | plackett_luce (rl/preference.py)

@@ -40,6 +40,12 @@ class KVCache:
     def length(self) -> int:
         return self.mask.shape[1]
 
+    def repeat(self, n: int) -> "KVCache":
+        """Each row's cache ``n`` times in a row (rows b·n … b·n + n − 1 copy row b)."""
+        rows = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731
+        return self.replace(k=tuple(map(rows, self.k)), v=tuple(map(rows, self.v)),
+                            mask=rows(self.mask))
+
 
 def constrain_cache(cache: KVCache) -> KVCache:
     """Pins the cache's sharding by its logical names (a no-op outside a mesh and rules context)."""

@@ -270,36 +270,71 @@ def _unstack(kv):
     return None if kv is None else tuple(tuple(jnp.unstack(a)) for a in kv)
 
 
+def after_prompt(trunk: Decoder, prompt_ids, prompt_mask, response_ids, response_mask,
+                 outputs: Outputs):
+    """The trunk over K responses (B, K, R) to each prompt (B, P), the prompt computed once:
+    returns the prompt's final hidden state at its last position (B, 1, D) and the responses'
+    at ``outputs`` (B·K, ·, D), the same as running each prompt + response as one row.
+
+    With causal attention a prompt's keys and values do not depend on what follows it, so
+    the trunk fills a ``KVCache`` with them (P tokens, left-padded, the last layer's queries
+    at the last position alone), the cache is repeated K times, and the responses run as
+    one chunk of R tokens after it: P + K·R token passes instead of K·(P + R). Gradients
+    flow to the prompt's pass through the cache (summed over its K copies)."""
+    b, k, r = response_ids.shape
+    p = prompt_ids.shape[1]
+    cache = KVCache.init(trunk.config, b, p + r)
+    first, cache = trunk(prompt_ids, prompt_mask, cache=cache, outputs=(p - 1, p))
+    mask = response_mask.reshape(b * k, r)
+    h, _ = trunk(response_ids.reshape(b * k, r), mask, cache=cache.repeat(k), outputs=outputs)
+    return first, h
+
+
 class CausalLM(nn.Module):
-    """The policy: float32 logits (B, T, V) of the next token; with a cache, ``(logits, cache)``."""
+    """The policy: float32 logits (B, T, V) of the next token; with a cache, ``(logits, cache)``.
+    ``logits_after_prompt`` scores K responses to one prompt with the prompt computed once."""
 
     config: ModelConfig
 
-    @nn.compact
+    def setup(self):
+        cfg = self.config
+        self.trunk = Decoder(cfg)
+        if not cfg.tie_embeddings:
+            self.lm_head = Dense(cfg, (cfg.d_model, cfg.vocab_size), (ax.EMBED, ax.VOCAB))
+
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None,
                  cache: Optional[KVCache] = None, logit_index: Optional[jax.Array] = None,
                  logit_range: Optional[tuple[int, int]] = None, return_hidden: bool = False):
         """``logit_index`` (B,): compute the logits at that position of each row only, (B, 1, V).
         ``logit_range=(start, stop)``: the logits of positions start … stop−1 only (one of
-        the two; without a cache the trunk's last layer also runs there alone).
-        ``return_hidden``: return ``(logits, final hidden states)`` at the same positions."""
-        cfg = self.config
-        trunk = Decoder(cfg, name="trunk")
+        the two; the trunk's last layer also runs there alone, its keys and values into the
+        cache at every position). ``return_hidden``: return ``(logits, final hidden states)``
+        at the same positions."""
         outputs = logit_range if logit_index is None else logit_index[:, None]
-        if cache is None:
-            h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, outputs=outputs)
-        else:
-            h, new_cache = trunk(input_ids, attention_mask, positions, segment_ids, cache)
-            h = take_positions(h, outputs)
-        if cfg.tie_embeddings:
-            logits = trunk.attend(h)
-        else:
-            logits = Dense(cfg, (cfg.d_model, cfg.vocab_size), (ax.EMBED, ax.VOCAB),
-                           name="lm_head")(h)
-        logits = constrain(logits, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_VOCAB))
+        h, new_cache = self.trunk(input_ids, attention_mask, positions, segment_ids, cache,
+                                  outputs=outputs)
+        logits = self._logits(h)
         if return_hidden:
             return logits, h
         return logits if cache is None else (logits, new_cache)
+
+    def logits_after_prompt(self, prompt_ids, prompt_mask, response_ids, response_mask):
+        """Logits (B, K, R, V) of K responses (B, K, R) to each prompt (B, P), aligned with
+        the responses: ``[b, k, r]`` is the distribution of token r of response k given prompt
+        b and that response's tokens before r. The same as the logits of prompt + response as
+        one row at positions P − 1 … P + R − 2, with the prompt computed once (``after_prompt``):
+        the prompt's last position gives every response's first distribution, the responses'
+        positions 0 … R − 2 the rest (the last layer runs at those alone)."""
+        b, k, r = response_ids.shape
+        first, rest = after_prompt(self.trunk, prompt_ids, prompt_mask, response_ids,
+                                   response_mask, outputs=(0, r - 1))
+        h = jnp.concatenate([jnp.repeat(first, k, axis=0), rest], axis=1)  # (B·K, R, D)
+        return self._logits(h).reshape(b, k, r, -1)
+
+    def _logits(self, h):
+        cfg = self.config
+        logits = self.trunk.attend(h) if cfg.tie_embeddings else self.lm_head(h)
+        return constrain(logits, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_VOCAB))
 
 
 class ScalarHeadModel(nn.Module):
@@ -337,22 +372,9 @@ class ScalarHeadModel(nn.Module):
     def score_after_prompt(self, prompt_ids, prompt_mask, response_ids, response_mask):
         """Scores (B, K) of K responses (B, K, R) to each prompt (B, P), read at each
         response's last real token (a response needs one): the same as scoring each
-        prompt + response as one row, with the prompt's hidden states computed once.
-
-        With causal attention a prompt's keys and values do not depend on what follows it,
-        so the trunk fills a ``KVCache`` with them (P tokens, any padding masked), the cache
-        is repeated K times, and the responses run as one chunk of R tokens after it: a
-        comparison costs P + K·R token passes instead of K·(P + R). Gradients flow to the
-        prompt's pass through the cache (summed over its K copies).
-        """
+        prompt + response as one row, with the prompt computed once (``after_prompt``)."""
         b, k, r = response_ids.shape
-        p = prompt_ids.shape[1]
-        cache = KVCache.init(self.config, b, p + r)
-        _, cache = self.trunk(prompt_ids, prompt_mask, cache=cache, outputs=(p - 1, p))
-        cache = cache.replace(k=tuple(jnp.repeat(x, k, axis=0) for x in cache.k),
-                              v=tuple(jnp.repeat(x, k, axis=0) for x in cache.v),
-                              mask=jnp.repeat(cache.mask, k, axis=0))
-        mask = response_mask.reshape(b * k, r)
-        h, _ = self.trunk(response_ids.reshape(b * k, r), mask, cache=cache,
-                          outputs=last_token_index(mask)[:, None])
+        index = last_token_index(response_mask.reshape(b * k, r))[:, None]
+        _, h = after_prompt(self.trunk, prompt_ids, prompt_mask, response_ids, response_mask,
+                            outputs=index)
         return self.head(h)[:, 0].reshape(b, k)

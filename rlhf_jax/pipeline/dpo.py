@@ -9,7 +9,9 @@ implicit-reward accuracy and margin on the validation split, and writes the
 policy as a Hugging Face directory ``workdir/model`` (as SFT does). The
 reference is ``config.init`` as loaded (the SFT model); with
 ``config.lora.rank > 0`` only adapters train on it, so the reference is the
-frozen base without them.
+frozen base without them. With ``config.data.max_prompt_len`` > 0 each
+comparison's prompt is computed once for its K responses (the reference's
+log-probs too; ``train.dpo.response_logprobs``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from rlhf_jax.train.ppo_config import PPOConfig
 from rlhf_jax.train.rollout import Rollout
 
 REFERENCE = "reference"  # workdir/reference/<split>.npy: log π_ref of every response (N, k_max)
-ROW_FIELDS = ("tokens", "mask", "response_mask", "rank", "valid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,8 @@ def run_dpo(config, workdir: str, probe: Optional[Probe] = None) -> dict:
     config, partitioner, tokenizer = stage.start(config)
     with partitioner.activate():
         sources = stage.prepare("comparison", config, workdir, tokenizer)
-        encode_one = functools.partial(encode_comparison, tokenizer, config.data)
+        encode_one = functools.partial(encode_comparison, tokenizer, config.data,
+                                       prompt_len=config.data.max_prompt_len)
         rows = {split: _rows([encode_one(c) for c in split_records(sources[split], "comparison")])
                 for split in ("train", "validation")}
         steps = config.steps or config.epochs * (len(sources["train"]) // config.batch_size)
@@ -145,7 +147,7 @@ def _probe(probe: Probe, config, model_config, tokenizer, partitioner, reference
 
 
 def _rows(encoded: list[dict]) -> dict:
-    return {k: np.stack([e[k] for e in encoded]) for k in ROW_FIELDS}
+    return {k: np.stack([e[k] for e in encoded]) for k in encoded[0]}
 
 
 def reference_logprobs(reference: CausalLM, params, rows: dict, batch_size: int, partitioner,
@@ -153,8 +155,7 @@ def reference_logprobs(reference: CausalLM, params, rows: dict, batch_size: int,
     """``{split: (N, k_max) float32}``: ``log π_ref`` of each response of each split's rows,
     read from ``directory/<split>.npy`` if there, else computed (once, before training) and
     written there by process 0."""
-    per_row = lambda p, b: response_logprobs(reference, p, b["tokens"], b["mask"],
-                                             b["response_mask"])
+    per_row = functools.partial(response_logprobs, reference)
     out = {}
     for split, split_rows in rows.items():
         path = os.path.join(directory, f"{split}.npy")

@@ -55,7 +55,7 @@ class Records:
     on_error: str
     chat: bool = True
     max_len: int = 0  # SFT: packed row length; RM: prompt + response; ptx: row length
-    max_prompt_len: int = 0  # PPO prompts: left-padded to this; RM: > 0 computes a prompt once
+    max_prompt_len: int = 0  # PPO prompts: left-padded to this; RM, DPO: > 0 computes a prompt once
     max_prompt_tokens: int = 1024
     max_per_user: int = 200
     split_fractions: tuple = (0.8, 0.1, 0.1)

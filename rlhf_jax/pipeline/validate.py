@@ -104,11 +104,11 @@ def validate_stage(config, name: str = "config", paths: bool = True,
     c["optimizer"].non_negative("warmup_steps")
     if config.stage in ("rm", "dpo"):
         c["data"].within("k_max", MIN_K, MAX_K)
-    if config.stage == "rm":
         c["data"].non_negative("max_prompt_len")
         max_len = c["data"].value("max_len")
         c["data"].need("max_prompt_len", lambda v: v < max_len,
                        f"must be less than data.max_len={max_len} (the responses get the rest)")
+    if config.stage == "rm":
         _records(c["normalize"], paths)
         c["normalize"].positive("max_records")
     elif config.stage == "dpo":

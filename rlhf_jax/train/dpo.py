@@ -1,7 +1,7 @@
 """The direct-preference step: the policy trained on ranked responses, with no reward model.
 
 A batch holds prompts with their K ranked responses, as the reward model's
-(``data.collate.comparison_batch``), plus ``ref_logprobs`` (B, K): each
+(``data.collate.comparison_batch``, whole rows or each prompt once), plus ``ref_logprobs`` (B, K): each
 response's log-probability under the reference policy, computed once per
 dataset before training (``pipeline.dpo``), never at a step. With
 ``Δ = log π(y|x) − log π_ref(y|x)`` summed over the response's tokens, the
@@ -39,16 +39,24 @@ class DPOConfig:
                              "[0, 0.5)")
 
 
-def response_logprobs(model: CausalLM, params, tokens: jax.Array, mask: jax.Array,
-                      response_mask: jax.Array, rng=None) -> jax.Array:
-    """``Σ_t log π(y_t | x, y_<t)`` over each response's tokens: (B, K, T) rows → (B, K).
-
-    Targets are shifted left rather than logits sliced (as ``next_token_loss``), so
-    position t's logits score token t+1 wherever ``response_mask`` marks it."""
+def response_logprobs(model: CausalLM, params, batch: dict, rng=None) -> jax.Array:
+    """``Σ_t log π(y_t | x, y_<t)`` over each response's tokens (``response_mask``), (B, K), in
+    either layout of ``comparison_batch``: ``tokens``, ``mask`` (B, K, T) rows of prompt +
+    response, whose targets are shifted left rather than logits sliced (as
+    ``next_token_loss``: position t's logits score token t+1); or with ``prompt``,
+    ``prompt_mask`` (B, P) the responses alone in ``tokens``, ``mask`` (B, K, R), their
+    logits aligned with them and computed after the prompt once
+    (``CausalLM.logits_after_prompt``: P + K·R token passes instead of K·(P + R))."""
+    tokens, response_mask = batch["tokens"], batch["response_mask"]
     b, k, t = tokens.shape
     rngs = None if rng is None else {"dropout": rng}
+    if "prompt" in batch:
+        logits = model.apply({"params": params}, batch["prompt"], batch["prompt_mask"], tokens,
+                             batch["mask"], rngs=rngs, method=CausalLM.logits_after_prompt)
+        logp = token_logprobs(logits.reshape(b * k, t, -1), tokens.reshape(b * k, t))
+        return jnp.sum(logp.reshape(b, k, t) * response_mask.astype(jnp.float32), axis=2)
     logits = model.apply({"params": params}, tokens.reshape(b * k, t),
-                         attention_mask=mask.reshape(b * k, t), rngs=rngs)
+                         attention_mask=batch["mask"].reshape(b * k, t), rngs=rngs)
     targets = jnp.roll(tokens.reshape(b * k, t), -1, axis=1)
     scored = jnp.roll(response_mask.reshape(b * k, t), -1, axis=1).at[:, -1].set(0)
     logp = token_logprobs(logits, targets) * scored.astype(jnp.float32)
@@ -58,8 +66,7 @@ def response_logprobs(model: CausalLM, params, tokens: jax.Array, mask: jax.Arra
 def dpo_loss_terms(model: CausalLM, config: DPOConfig, params, batch: dict, rng):
     """``(Σ_x loss(x), prompts, metric sums)`` of one batch; the sums add the log-probs of each
     prompt's best (``chosen_logprob``) and worst (``rejected_logprob``) response."""
-    logprobs = response_logprobs(model, params, batch["tokens"], batch["mask"],
-                                 batch["response_mask"], rng)
+    logprobs = response_logprobs(model, params, batch, rng)
     valid = batch["valid"]
     loss_sum, prompts, sums = preference_loss(logprobs - batch["ref_logprobs"], batch["rank"],
                                               valid, config.beta, config.loss,

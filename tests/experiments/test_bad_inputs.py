@@ -204,6 +204,11 @@ TRAIN = {  # case -> (arguments after --workdir, what the error line names)
     "grpo_with_one_sample": ([*PPO, "--config.ppo.advantage=grpo"],
                              ["config.ppo: PPOConfig.advantage='grpo' compares the samples of a "
                               "prompt: samples_per_prompt=1 must be >= 2"]),
+    "dpo_prompt_leaves_no_response": (
+        ["--config=configs/dpo.py:tiny", "--config.mesh.devices=1",
+         "--config.data.max_prompt_len=200"],
+        ["config.data.max_prompt_len=200: must be less than data.max_len=160 (the responses get "
+         "the rest)"]),
     "unknown_preference_loss": (["--config=configs/dpo.py:tiny", "--config.mesh.devices=1",
                                  "--config.dpo.loss=kto"],
                                 ["config.dpo: DPOConfig.loss='kto' must be one of"]),

@@ -315,40 +315,88 @@ def test_reading_one_position_per_row_skips_most_of_the_last_layer():
     assert 0.7 < reward / full < 0.8, (reward, full)  # 4 layers → about 3 layers and K/V
 
 
-@pytest.mark.parametrize("variant", sorted(OUTPUT_VARIANTS) + ["gpt2"])
-def test_responses_after_a_prompt_computed_once_equal_whole_rows(variant):
-    """``score_after_prompt`` (prompt once, K responses after its cache) equals scoring each
-    prompt + response as one row, and so do the gradients: left-padded prompts and
-    right-padded responses of different lengths, K = 3."""
-    changes = dict(OUTPUT_VARIANTS.get(variant, {}), **FAMILY_VARIANTS.get(variant, {}))
-    config = tiny(**changes)
-    params = init(config.replace(scan_layers=True), ScalarHeadModel)
+AFTER_PROMPT_VARIANTS = sorted(OUTPUT_VARIANTS) + ["gpt2"]
+PROMPT_LENS, RESPONSE_LENS = [5, 2], [[4, 1, 6], [6, 3, 2]]  # K = 3 responses per prompt
+
+
+def after_prompt_setup(variant, model_cls):
+    """A model of ``variant``, its params, and 2 prompts (left-padded to 6) with 3 responses
+    each (right-padded to 6) in both layouts: ``(prompt, prompt_mask, responses,
+    response_mask)`` and whole rows (6, 12) of prompt + response, right-padded, with masks."""
+    config = tiny(**dict(OUTPUT_VARIANTS.get(variant, {}), **FAMILY_VARIANTS.get(variant, {})))
+    params = init(config.replace(scan_layers=True), model_cls)
     if not config.scan_layers:
         params = unstack_layers(params)
-    model = ScalarHeadModel(config)
-    prompt_lens, response_lens = [5, 2], [[4, 1, 6], [6, 3, 2]]
-    p, r = 6, 6
+    p = r = 6
     prompt, responses = random_ids(config, (2, p), seed=2), random_ids(config, (2, 3, r), seed=3)
-    prompt_mask = jnp.arange(p)[None] >= p - jnp.asarray(prompt_lens)[:, None]
-    response_mask = jnp.arange(r) < jnp.asarray(response_lens)[..., None]
-    rows = np.zeros((2, 3, p + r), np.int32)  # prompt + response, right-padded
+    prompt_mask = jnp.arange(p)[None] >= p - jnp.asarray(PROMPT_LENS)[:, None]
+    response_mask = jnp.arange(r) < jnp.asarray(RESPONSE_LENS)[..., None]
+    rows = np.zeros((2, 3, p + r), np.int32)
     for b in range(2):
         for k in range(3):
-            ids = np.concatenate([np.asarray(prompt[b])[p - prompt_lens[b]:],
-                                  np.asarray(responses[b, k])[:response_lens[b][k]]])
+            ids = np.concatenate([np.asarray(prompt[b])[p - PROMPT_LENS[b]:],
+                                  np.asarray(responses[b, k])[:RESPONSE_LENS[b][k]]])
             rows[b, k, :len(ids)] = ids
-    rows_mask = np.arange(p + r) < (np.asarray(prompt_lens)[:, None]
-                                    + np.asarray(response_lens))[..., None]
+    rows_mask = np.arange(p + r) < (np.asarray(PROMPT_LENS)[:, None]
+                                    + np.asarray(RESPONSE_LENS))[..., None]
+    return (model_cls(config), params, (prompt, prompt_mask, responses, response_mask),
+            (rows.reshape(6, -1), rows_mask.reshape(6, -1)))
 
-    def shared(params):
-        return model.apply({"params": params}, prompt, prompt_mask, responses, response_mask,
-                           method=ScalarHeadModel.score_after_prompt)
 
-    def whole(params):
-        return model.apply({"params": params}, rows.reshape(6, -1),
-                           rows_mask.reshape(6, -1)).reshape(2, 3)
+def assert_same_values_and_grads(params, shared, whole):
+    """``shared(params)`` equals ``whole(params)`` within float32 rounding, and so do the
+    gradients of ``Σ w·f`` for a fixed random cotangent w (a function of logits of ~30 such as
+    sin(3·f) would turn their rounding into differences of its slope), each leaf's within
+    ``TOL`` of its largest entry (sums over 36 logit rows reach gradients of ~60)."""
+    values = whole(params)
+    np.testing.assert_allclose(shared(params), values, atol=TOL, rtol=TOL)
+    w = jax.random.normal(jax.random.key(4), values.shape)
+    grads = [jax.grad(lambda q, f=f: jnp.sum(w * f(q)))(params) for f in (shared, whole)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, atol=TOL * max(1.0, float(jnp.max(jnp.abs(b))))), *grads)
 
-    np.testing.assert_allclose(shared(params), whole(params), atol=TOL)
+
+@pytest.mark.parametrize("variant", AFTER_PROMPT_VARIANTS)
+def test_responses_scored_after_a_prompt_computed_once_equal_whole_rows(variant):
+    """``score_after_prompt`` (prompt once, K responses after its cache) equals scoring each
+    prompt + response as one row, and so do the gradients."""
+    model, params, after, (rows, rows_mask) = after_prompt_setup(variant, ScalarHeadModel)
+    shared = lambda q: model.apply({"params": q}, *after,  # noqa: E731
+                                   method=ScalarHeadModel.score_after_prompt)
+    whole = lambda q: model.apply({"params": q}, rows, rows_mask).reshape(2, 3)  # noqa: E731
     assert float(jnp.std(whole(params))) > 100 * TOL  # the responses score differently
-    grads = [jax.grad(lambda q, f=f: jnp.sum(jnp.sin(3 * f(q))))(params) for f in (shared, whole)]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=TOL), *grads)
+    assert_same_values_and_grads(params, shared, whole)
+
+
+@pytest.mark.parametrize("variant", AFTER_PROMPT_VARIANTS)
+def test_response_logits_after_a_prompt_computed_once_equal_whole_rows(variant):
+    """``logits_after_prompt`` [b, k, r] equals the whole row's logits at position
+    ``len(prompt b) − 1 + r`` (the distribution of response token r) on every real response
+    token, and so do the gradients of a function of them."""
+    model, params, after, (rows, rows_mask) = after_prompt_setup(variant, CausalLM)
+    real = np.asarray(after[3])  # (2, 3, 6)
+    position = np.asarray(PROMPT_LENS)[:, None, None] - 1 + np.arange(6)  # (2, 1, 6)
+    position = np.broadcast_to(np.where(real, position, 0), real.shape).reshape(6, 6)
+
+    def shared(q):
+        logits = model.apply({"params": q}, *after, method=CausalLM.logits_after_prompt)
+        return jnp.where(real[..., None], logits, 0.0).reshape(6, 6, -1)
+
+    def whole(q):
+        logits = jnp.take_along_axis(model.apply({"params": q}, rows, rows_mask),
+                                     position[..., None], axis=1)
+        return jnp.where(real.reshape(6, 6)[..., None], logits, 0.0)
+
+    assert_same_values_and_grads(params, shared, whole)
+
+
+def test_a_one_token_response_after_a_prompt_takes_the_prompts_last_logits():
+    """R = 1: the response chunk's own last layer has no position to run at; the logits are
+    the prompt's last position's, as on the whole row."""
+    model, params, (prompt, prompt_mask, responses, _), (rows, rows_mask) = after_prompt_setup(
+        "scan", CausalLM)
+    logits = model.apply({"params": params}, prompt, prompt_mask, responses[:, :, :1],
+                         jnp.ones((2, 3, 1), bool), method=CausalLM.logits_after_prompt)
+    expected = model.apply({"params": params}, prompt, prompt_mask)[:, -1]  # (2, V)
+    np.testing.assert_allclose(logits[:, :, 0], jnp.repeat(expected[:, None], 3, axis=1),
+                               atol=TOL)

@@ -1,4 +1,5 @@
-"""The SFT and reward-model stages end to end on the tiny presets: learning, resumption, safety."""
+"""The SFT, reward-model and DPO stages end to end on the tiny presets: learning, resumption,
+layouts, safety."""
 
 import json
 import os
@@ -7,17 +8,18 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from configs import rm, sft
+from configs import dpo, rm, sft
 from experiments.train import run
 from rlhf_jax.checkpoints import load_pretrained
 from rlhf_jax.checkpoints.scalar_model import load_scalar_model
 from rlhf_jax.checkpoints.train_state import TrainCheckpoints
+from rlhf_jax.models import CausalLM, ScalarHeadModel
 from rlhf_jax.pipeline.metrics import NonFiniteError, read_metrics
 from tests.metrics_log import straight_and_interrupted, timeless_metrics
 
 
 def tiny(stage, records, **fields):
-    config = (sft if stage == "sft" else rm).get_config(f"tiny,records={records}")
+    config = dict(sft=sft, rm=rm, dpo=dpo)[stage].get_config(f"tiny,records={records}")
     config.eval_every = 0
     config.data.max_len = 160
     config.optimizer.warmup_steps = 2
@@ -55,13 +57,28 @@ def test_tiny_reward_model_beats_chance_and_is_normalized(tmp_path):
     assert params["head"]["bias"].shape == ()
 
 
-def test_reward_model_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp_path):
+def traced(monkeypatch, cls, method: str) -> list:
+    """A list that gets an entry each time ``cls.method`` is traced (or run)."""
+    calls, original = [], getattr(cls, method)
+
+    def spy(module, *args, **kwargs):
+        calls.append(method)
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, spy)
+    return calls
+
+
+def test_reward_model_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp_path,
+                                                                             monkeypatch):
     """``data.max_prompt_len`` > 0 (the prompt-once layout) scores the same sequences when
     nothing is cut, so the run's losses and validation follow the whole-row run's."""
-    runs = {}
+    runs, calls = {}, traced(monkeypatch, ScalarHeadModel, "score_after_prompt")
     for name, fields in (("rows", {}), ("once", dict(data__max_len=320,
                                                       data__max_prompt_len=160))):
+        calls.clear()
         result = run(tiny("rm", 300, steps=12, **fields), str(tmp_path / name))
+        assert bool(calls) == (name == "once")
         runs[name] = (result, read_metrics(str(tmp_path / name), "train"),
                       read_metrics(str(tmp_path / name), "validation"))
     (rows, rows_train, rows_val), (once, once_train, once_val) = runs["rows"], runs["once"]
@@ -71,6 +88,27 @@ def test_reward_model_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp
     for key in ("loss", "accuracy", "reward_mean", "reward_std"):
         assert once_val[-1][key] == pytest.approx(rows_val[-1][key], rel=1e-4, abs=1e-5), key
     assert once["demonstration_offset"] == pytest.approx(rows["demonstration_offset"], rel=1e-4)
+
+
+def test_dpo_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp_path, monkeypatch):
+    """DPO's ``data.max_prompt_len`` > 0: the reference log-probs, the train losses and the
+    validation follow the whole-row run's when nothing is cut."""
+    runs, calls = {}, traced(monkeypatch, CausalLM, "logits_after_prompt")
+    for name, fields in (("rows", {}), ("once", dict(data__max_len=320,
+                                                      data__max_prompt_len=160))):
+        calls.clear()
+        result = run(tiny("dpo", 300, steps=12, **fields), str(tmp_path / name))
+        assert bool(calls) == (name == "once")
+        runs[name] = (result, read_metrics(str(tmp_path / name), "train"),
+                      np.load(tmp_path / name / "reference" / "validation.npy"))
+    (rows, rows_train, rows_ref), (once, once_train, once_ref) = runs["rows"], runs["once"]
+    np.testing.assert_allclose(once_ref, rows_ref, rtol=1e-5, atol=1e-4)
+    assert np.std(rows_ref) > 1.0  # responses of different lengths and tokens
+    np.testing.assert_allclose([r["loss"] for r in once_train], [r["loss"] for r in rows_train],
+                               rtol=1e-4)
+    assert rows_train[-1]["loss"] < rows_train[0]["loss"]  # it learned something
+    for key in ("loss", "accuracy", "margin", "chosen_logprob", "rejected_logprob"):
+        assert once[key] == pytest.approx(rows[key], rel=1e-4, abs=1e-5), key
 
 
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The DPO step on the tiny model: log-probs against a NumPy loop, the gradient against finite
-differences, exact microbatching, and learning the labelled order."""
+differences, the prompt-once layout against whole rows, exact microbatching, and learning the
+labelled order."""
 
 import functools
 
@@ -41,7 +42,7 @@ def params(seed=0):
 
 def test_response_logprobs_equal_a_loop_over_unpadded_rows():
     b, p, model = batch(), params(), CausalLM(CONFIG)
-    got = response_logprobs(model, p, b["tokens"], b["mask"], b["response_mask"])
+    got = response_logprobs(model, p, b)
     for i in range(B):
         for k in range(K):
             n = LENGTHS[i][k]
@@ -79,6 +80,26 @@ def test_gradient_matches_central_differences(loss):
     shifted = lambda s: jax.tree.map(lambda x, d: x + s * eps * d, p, direction)
     numeric = (float(mean_loss(shifted(1))) - float(mean_loss(shifted(-1)))) / (2 * eps)
     np.testing.assert_allclose(numeric, analytic, rtol=1e-3)
+
+
+def test_prompt_once_layout_gives_the_whole_rows_log_probs_loss_and_gradient():
+    """Each prompt computed once (``comparison_batch`` with a ``prompt_len``) scores the same
+    responses as the whole rows when they share their prompt: the log-probs, the loss and its
+    gradient, with a response that is padding (row 3) and one that fills the row."""
+    rows, p, model = batch(), params(), CausalLM(CONFIG)
+    rows["tokens"][:, :, :PROMPT] = rows["tokens"][:, :1, :PROMPT]  # one prompt per row
+    once = dict(rows, prompt=rows["tokens"][:, 0, :PROMPT],
+                prompt_mask=np.ones((B, PROMPT), np.int32),
+                **{k: rows[k][:, :, PROMPT:] for k in ("tokens", "mask", "response_mask")})
+    np.testing.assert_allclose(response_logprobs(model, p, once),
+                               response_logprobs(model, p, rows), rtol=1e-5, atol=1e-4)
+    config = DPOConfig(beta=0.5)
+    (loss_once, grad_once), (loss_rows, grad_rows) = (
+        jax.value_and_grad(lambda q, b=b: dpo_loss_terms(model, config, q, b, None)[0])(p)
+        for b in (once, rows))
+    np.testing.assert_allclose(loss_once, loss_rows, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, atol=1e-5 * max(1.0, float(np.max(np.abs(b))))), grad_once, grad_rows)
 
 
 def make_state(p, tx):
