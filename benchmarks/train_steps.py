@@ -22,6 +22,8 @@ all cores of this (2-core) machine. One step is forward, backward, clipping and 
 The two responses of a comparison share its first ``--prompt`` tokens; with ``--prompt_once``
 (the default) our RM and DPO steps compute them once per comparison, as the stages do with
 ``data.max_prompt_len`` > 0, and the peers run whole rows (the same maths, less work).
+``--responses`` K > 2 gives each comparison K ranked responses (InstructGPT's K = 4…9; the
+K-wise loss, our steps alone: the peers take pairs).
 
 Peers: TRL's ``SFTTrainer`` / ``RewardTrainer`` (``pip install -e ".[bench]"``) and Tunix's
 ``PeftTrainer`` / ``DPOTrainer``, run by ``benchmarks/tunix_peer.py`` in its own virtualenv
@@ -85,6 +87,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch", 8, "SFT rows / RM comparisons per step")
     flags.DEFINE_integer("seq", 256, "tokens per sequence")
     flags.DEFINE_integer("prompt", 64, "prompt tokens of an SFT row (no loss on them)")
+    flags.DEFINE_integer("responses", 2, "responses per comparison of the RM and DPO steps (K; "
+                         "the peers take pairs: with K > 2 those steps run ours alone)")
     flags.DEFINE_integer("steps", 10, "timed steps per side")
     flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
     flags.DEFINE_integer("rounds", 1, "times each side runs, in turn (benchmarks/rounds.py)")
@@ -107,20 +111,20 @@ TUNIX_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "h
 STEPS = dict(sft=sft_step, rm=reward_step, dpo=functools.partial(dpo_step, config=DPOConfig()))
 
 
-def batches(b: int, t: int, prompt: int) -> dict:
-    """SFT rows and RM comparisons of ``t`` tokens (SFT loss after ``prompt``; the K = 2
-    responses of a comparison share its first ``prompt`` tokens); random token ids below 256,
-    so the byte tokenizer's pad id (256) never occurs."""
+def batches(b: int, t: int, prompt: int, k: int = 2) -> dict:
+    """SFT rows and RM comparisons of ``t`` tokens (SFT loss after ``prompt``; the ``k``
+    responses of a comparison, ranked in order, share its first ``prompt`` tokens); random token
+    ids below 256, so the byte tokenizer's pad id (256) never occurs."""
     rng = np.random.RandomState(0)
     sft = dict(tokens=rng.randint(0, 256, (b, t)), segment_ids=np.ones((b, t)),
                loss_mask=np.broadcast_to(np.arange(t) >= prompt, (b, t)))
-    shared = np.repeat(rng.randint(0, 256, (b, 1, prompt)), 2, axis=1)
-    rm = dict(tokens=np.concatenate([shared, rng.randint(0, 256, (b, 2, t - prompt))], axis=2),
-              mask=np.ones((b, 2, t)), rank=np.tile([0, 1], (b, 1)), valid=np.ones((b, 2)))
-    rm = dict({k: v.astype(np.int32) for k, v in rm.items()}, valid=rm["valid"] > 0)
-    response = np.broadcast_to(np.arange(t) >= prompt, (b, 2, t)).astype(np.int32)
-    return dict(sft={k: v.astype(np.int32) for k, v in sft.items()}, rm=rm,
-                dpo=dict(rm, response_mask=response, ref_logprobs=np.zeros((b, 2), np.float32)))
+    shared = np.repeat(rng.randint(0, 256, (b, 1, prompt)), k, axis=1)
+    rm = dict(tokens=np.concatenate([shared, rng.randint(0, 256, (b, k, t - prompt))], axis=2),
+              mask=np.ones((b, k, t)), rank=np.tile(np.arange(k), (b, 1)), valid=np.ones((b, k)))
+    rm = dict({name: v.astype(np.int32) for name, v in rm.items()}, valid=rm["valid"] > 0)
+    response = np.broadcast_to(np.arange(t) >= prompt, (b, k, t)).astype(np.int32)
+    return dict(sft={name: v.astype(np.int32) for name, v in sft.items()}, rm=rm,
+                dpo=dict(rm, response_mask=response, ref_logprobs=np.zeros((b, k), np.float32)))
 
 
 def after_prompt(rows: dict, prompt: int) -> dict:
@@ -132,13 +136,15 @@ def after_prompt(rows: dict, prompt: int) -> dict:
                 prompt_mask=rows["mask"][:, 0, :prompt], **responses)
 
 
-def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int, prompt: int = 0) -> float:
+def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int, prompt: int = 0,
+               k: int = 2) -> float:
     """Model GFLOP of one step: 3 × forward (backward ≈ 2 × forward). A reward needs the scalar
     head (d_model → 1) instead of the LM head, and of its last layer only the keys and values
     at every position: queries, attention, output projection and MLP at the last token alone.
     ``prompt`` > 0 (RM, DPO): the comparison's prompt of that many tokens computed once (the
     last layer's queries and the head at its last token alone), then each response's
-    ``seq − prompt`` tokens attending to it (``after_prompt`` in ``models/transformer.py``)."""
+    ``seq − prompt`` tokens attending to it (``after_prompt`` in ``models/transformer.py``);
+    ``k`` responses per comparison."""
     if stage == "sft":
         return 3 * config.flops_per_token(seq) * seq * batch / 1e9
     d, h = config.d_model, config.head_dim
@@ -157,8 +163,8 @@ def step_gflop(config: ModelConfig, stage: str, batch: int, seq: int, prompt: in
     rm = stage == "rm"
     if prompt:
         return 3 * batch * (forward(prompt, prompt, False)
-                            + 2 * forward(seq - prompt, seq, not rm)) / 1e9
-    return 3 * batch * 2 * forward(seq, seq, not rm) / 1e9
+                            + k * forward(seq - prompt, seq, not rm)) / 1e9
+    return 3 * batch * k * forward(seq, seq, not rm) / 1e9
 
 
 def trace(folder: str):
@@ -275,7 +281,8 @@ def report(r: dict, config: ModelConfig, peak: float) -> None:
     rate = FLAGS.batch * (FLAGS.seq if sft else 1) / r["step_s"]
     r.update({"tokens_per_s" if sft else "comparisons_per_s": rate, "params": config.num_params(),
               "gflops_per_s": step_gflop(config, r["stage"], FLAGS.batch, FLAGS.seq,
-                                         prompt_once(r["stage"], r["side"])) / r["step_s"]})
+                                         prompt_once(r["stage"], r["side"]),
+                                         FLAGS.responses) / r["step_s"]})
     r["share_of_peak"] = r["gflops_per_s"] / peak
     assert np.isfinite([r["first_loss"], r["last_loss"]]).all(), r
     print(f"{r['model']:6s} {r['dtype']:8s} {r['stage']:3s} {r['side']:5s} {rate:9.1f} {unit:13s} "
@@ -323,16 +330,19 @@ def main(_):
     for name in FLAGS.models:
         for dtype in FLAGS.dtypes:
             config = ModelConfig.from_dict(get_config(f"{name},dtype={dtype}"))
-            for stage, batch in batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt).items():
+            for stage, batch in batches(FLAGS.batch, FLAGS.seq, FLAGS.prompt,
+                                        FLAGS.responses).items():
                 if stage not in FLAGS.stages:
                     continue
+                pairs = stage == "sft" or FLAGS.responses == 2  # what the peers' runners take
                 mine = after_prompt(batch, FLAGS.prompt) if prompt_once(stage, "ours") else batch
                 runners = {"ours": functools.partial(ours, config, stage, mine, FLAGS.steps,
                                                      FLAGS.warmup)}
-                if "trl" in peers and stage in PEER_STAGES["trl"]:
+                if "trl" in peers and stage in PEER_STAGES["trl"] and pairs:
                     runners["trl"] = functools.partial(trl_side, config, stage, batch,
                                                        dtype == "bfloat16")
-                if "tunix" in peers and stage in PEER_STAGES["tunix"] and dtype == "float32":
+                if ("tunix" in peers and stage in PEER_STAGES["tunix"] and dtype == "float32"
+                        and pairs):
                     runners["tunix"] = functools.partial(tunix_side, config, stage)
                 runs = rounds.alternate(runners, FLAGS.rounds)
                 sides = {side: rounds.median_round(r, "step_s") for side, r in runs.items()}
@@ -355,6 +365,7 @@ def main(_):
         versions.update(torch=torch.__version__, transformers=transformers.__version__,
                         trl=trl.__version__)
     print(json.dumps(dict(batch=FLAGS.batch, seq=FLAGS.seq, prompt=FLAGS.prompt,
+                          responses=FLAGS.responses,
                           prompt_once=FLAGS.prompt_once, steps=FLAGS.steps,
                           warmup=FLAGS.warmup, rounds=FLAGS.rounds, threads=FLAGS.threads,
                           peak_gflops=peaks,

@@ -19,7 +19,7 @@ RUNS = {
     "forward": ["--model=tiny", "--seq=64", "--iters=2"],
     "generate": ["--model=tiny", "--peer=false", "--prompt=16", "--new=8", "--iters=1"],
     "train_steps": ["--models=tiny", "--dtypes=float32", "--skip_peers", "--seq=64",
-                    "--prompt=16", "--steps=2", "--warmup=0", "--peak_gflops=1"],
+                    "--prompt=16", "--responses=3", "--steps=2", "--warmup=0", "--peak_gflops=1"],
     "ppo": PPO,
     "ppo_two_programs": [*PPO, "--nofuse_scoring"],  # scoring and the update timed apart
     "accelerator": [*SMALL_ACCELERATOR, "--dtype=float32"],
