@@ -1,12 +1,12 @@
 """The direct-preference step: the policy trained on ranked responses, with no reward model.
 
 A batch holds prompts with their K ranked responses, as the reward model's
-(``data.collate.comparison_batch``, whole rows or each prompt once), plus ``ref_logprobs`` (B, K): each
-response's log-probability under the reference policy, computed once per
-dataset before training (``pipeline.dpo``), never at a step. With
-``Δ = log π(y|x) − log π_ref(y|x)`` summed over the response's tokens, the
-loss is ``rl.preference``'s (DPO, IPO, conservative DPO or Plackett–Luce) of
-the implicit rewards ``β·Δ``.
+(``data.collate.comparison_batch``, whole rows or each prompt once), plus
+``ref_logprobs`` (B, K): each response's log-probability under the reference
+policy, computed once per dataset before training (``pipeline.dpo``), never at
+a step. With ``Δ = log π(y|x) − log π_ref(y|x)`` summed over the response's
+tokens, the loss is ``rl.preference``'s (DPO, IPO, conservative DPO or
+Plackett–Luce) of the implicit rewards ``β·Δ``.
 """
 
 from __future__ import annotations
