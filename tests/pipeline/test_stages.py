@@ -69,19 +69,28 @@ def traced(monkeypatch, cls, method: str) -> list:
     return calls
 
 
+def in_both_layouts(tmp_path, monkeypatch, stage: str, cls, method: str, read) -> list:
+    """The tiny ``stage`` run on whole rows, then with each prompt computed once
+    (``data.max_prompt_len`` > 0, nothing cut), checking that only the second calls
+    ``cls.method``: [(result, train metrics, read(workdir))] for the two runs, in that order."""
+    runs, calls = [], traced(monkeypatch, cls, method)
+    for name, fields in (("rows", {}), ("once", dict(data__max_len=320,
+                                                      data__max_prompt_len=160))):
+        calls.clear()
+        workdir = str(tmp_path / name)
+        result = run(tiny(stage, 300, steps=12, **fields), workdir)
+        assert bool(calls) == (name == "once")
+        runs.append((result, read_metrics(workdir, "train"), read(workdir)))
+    return runs
+
+
 def test_reward_model_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp_path,
                                                                              monkeypatch):
     """``data.max_prompt_len`` > 0 (the prompt-once layout) scores the same sequences when
     nothing is cut, so the run's losses and validation follow the whole-row run's."""
-    runs, calls = {}, traced(monkeypatch, ScalarHeadModel, "score_after_prompt")
-    for name, fields in (("rows", {}), ("once", dict(data__max_len=320,
-                                                      data__max_prompt_len=160))):
-        calls.clear()
-        result = run(tiny("rm", 300, steps=12, **fields), str(tmp_path / name))
-        assert bool(calls) == (name == "once")
-        runs[name] = (result, read_metrics(str(tmp_path / name), "train"),
-                      read_metrics(str(tmp_path / name), "validation"))
-    (rows, rows_train, rows_val), (once, once_train, once_val) = runs["rows"], runs["once"]
+    (rows, rows_train, rows_val), (once, once_train, once_val) = in_both_layouts(
+        tmp_path, monkeypatch, "rm", ScalarHeadModel, "score_after_prompt",
+        lambda workdir: read_metrics(workdir, "validation"))
     np.testing.assert_allclose([r["loss"] for r in once_train], [r["loss"] for r in rows_train],
                                rtol=1e-4)
     assert rows_val[-1]["accuracy"] > rows_val[0]["accuracy"]  # it learned something
@@ -93,15 +102,9 @@ def test_reward_model_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp
 def test_dpo_with_each_prompt_computed_once_trains_as_on_whole_rows(tmp_path, monkeypatch):
     """DPO's ``data.max_prompt_len`` > 0: the reference log-probs, the train losses and the
     validation follow the whole-row run's when nothing is cut."""
-    runs, calls = {}, traced(monkeypatch, CausalLM, "logits_after_prompt")
-    for name, fields in (("rows", {}), ("once", dict(data__max_len=320,
-                                                      data__max_prompt_len=160))):
-        calls.clear()
-        result = run(tiny("dpo", 300, steps=12, **fields), str(tmp_path / name))
-        assert bool(calls) == (name == "once")
-        runs[name] = (result, read_metrics(str(tmp_path / name), "train"),
-                      np.load(tmp_path / name / "reference" / "validation.npy"))
-    (rows, rows_train, rows_ref), (once, once_train, once_ref) = runs["rows"], runs["once"]
+    (rows, rows_train, rows_ref), (once, once_train, once_ref) = in_both_layouts(
+        tmp_path, monkeypatch, "dpo", CausalLM, "logits_after_prompt",
+        lambda workdir: np.load(os.path.join(workdir, "reference", "validation.npy")))
     np.testing.assert_allclose(once_ref, rows_ref, rtol=1e-5, atol=1e-4)
     assert np.std(rows_ref) > 1.0  # responses of different lengths and tokens
     np.testing.assert_allclose([r["loss"] for r in once_train], [r["loss"] for r in rows_train],
